@@ -1,0 +1,28 @@
+# Two commands on a fresh machine (Python >= 3.11, make, git):
+#   make course   set everything up, then open the course in JupyterLab on nbs/
+#                 (make course HEADLESS=1: execute every notebook, all cells but GPU ones, without a browser)
+#   make test     set everything up, then run all tests (nbdev_test on the notebooks + pytest tests/)
+.PHONY: course test setup check-sync
+VENV := .venv/bin
+
+course:
+	tools/setup_env.sh dev,course
+ifdef HEADLESS
+	$(VENV)/nbdev_test --flags slow --do_print
+else
+	$(VENV)/jupyter lab nbs/
+endif
+
+test: setup check-sync
+	$(VENV)/nbdev_test --n_workers 2
+	$(VENV)/python -m pytest tests/ -q
+
+setup:
+	tools/setup_env.sh dev
+
+# notebooks are the source: the exported library and stripped notebooks must already be committed
+check-sync:
+	$(VENV)/nbdev_clean
+	$(VENV)/nbdev_export
+	@git diff --quiet -- . ':!*.egg-info' || { git status --porcelain; \
+	  echo "!! nbdev_clean/nbdev_export changed tracked files: commit the cleaned notebooks and the exported library"; exit 1; }

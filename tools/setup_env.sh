@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv with a CPU build of torch (unless a GPU is present) and deit-scratch installed in editable mode.
+# Usage: tools/setup_env.sh [extras]   e.g. tools/setup_env.sh dev,course
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS=${1:-dev}
+PY=${PYTHON:-python3}
+TORCH=$(sed -n 's/^torch==//p' constraints.txt)
+
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "deit-scratch needs Python >= 3.11 (found $("$PY" --version))" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('$TORCH'))" 2>/dev/null; then
+  # 1) a torch wheel already on this machine (pip's find-links), without asking any index;
+  # 2) no NVIDIA GPU: PyTorch's CPU-only index, so no CUDA packages are downloaded;
+  # 3) otherwise the default index (CUDA build).
+  $PIP install -q --no-index "torch==$TORCH" 2>/dev/null \
+  || { ! command -v nvidia-smi >/dev/null && [ "$(uname)" = Linux ] \
+       && $PIP install -q "torch==$TORCH" --index-url https://download.pytorch.org/whl/cpu; } \
+  || $PIP install -q "torch==$TORCH"
+fi
+$PIP install -q -c constraints.txt -e ".[$EXTRAS]"
+.venv/bin/nbdev_export
+echo "deit-scratch ready in .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
