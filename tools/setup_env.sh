@@ -13,13 +13,16 @@ PIP=".venv/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.startswith('$TORCH'))" 2>/dev/null; then
-  # 1) a torch wheel already on this machine (pip's find-links), without asking any index;
-  # 2) no NVIDIA GPU: PyTorch's CPU-only index, so no CUDA packages are downloaded;
-  # 3) otherwise the default index (CUDA build).
-  $PIP install -q --no-index "torch==$TORCH" 2>/dev/null \
-  || { ! command -v nvidia-smi >/dev/null && [ "$(uname)" = Linux ] \
-       && $PIP install -q "torch==$TORCH" --index-url https://download.pytorch.org/whl/cpu; } \
-  || $PIP install -q "torch==$TORCH"
+  # 1) a torch wheel already on this machine (pip's find-links): take it without asking any index, then its dependencies;
+  # 2) no NVIDIA GPU on Linux: PyTorch's CPU-only index, so no CUDA packages are downloaded;
+  # 3) otherwise the default index (CUDA build on Linux, CPU build on macOS/Windows).
+  if $PIP install -q --no-deps --no-index "torch==$TORCH" 2>/dev/null; then
+    $PIP install -q -c constraints.txt "torch==$TORCH"
+  elif ! command -v nvidia-smi >/dev/null && [ "$(uname)" = Linux ]; then
+    $PIP install -q "torch==$TORCH" --index-url https://download.pytorch.org/whl/cpu
+  else
+    $PIP install -q "torch==$TORCH"
+  fi
 fi
 $PIP install -q -c constraints.txt -e ".[$EXTRAS]"
 .venv/bin/nbdev_export
