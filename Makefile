@@ -4,25 +4,29 @@
 #   make test     set everything up, then run all tests (nbdev_test on the notebooks + pytest tests/)
 .PHONY: course test setup check-sync
 VENV := .venv/bin
+# Without an NVIDIA GPU, Triton kernels run in its CPU interpreter. Triton reads TRITON_INTERPRET when it is first
+# imported, and nbdev_test runs several notebooks per process (torch's profiler imports triton too), so set it up front.
+NB_ENV := $(if $(shell command -v nvidia-smi),,TRITON_INTERPRET=1)
 
 course:
 	tools/setup_env.sh dev,course
 ifdef HEADLESS
-	$(VENV)/nbdev_test --flags slow --do_print
+	$(NB_ENV) $(VENV)/nbdev_test --flags slow --do_print
 else
 	$(VENV)/jupyter lab nbs/
 endif
 
 test: setup check-sync
-	$(VENV)/nbdev_test --n_workers 2
+	$(NB_ENV) $(VENV)/nbdev_test --n_workers 2
 	$(VENV)/python -m pytest tests/ -q
 
 setup:
 	tools/setup_env.sh dev
 
-# notebooks are the source: the exported library and stripped notebooks must already be committed
+# notebooks are the source: the exported library and cleaned notebooks must be committed (an error in CI, a warning locally)
 check-sync:
 	$(VENV)/nbdev_clean
 	$(VENV)/nbdev_export
 	@git diff --quiet -- . ':!*.egg-info' || { git status --porcelain; \
-	  echo "!! nbdev_clean/nbdev_export changed tracked files: commit the cleaned notebooks and the exported library"; exit 1; }
+	  echo "!! nbdev_clean/nbdev_export changed tracked files: commit the cleaned notebooks and the exported library"; \
+	  [ -z "$$CI" ]; }
