@@ -6,8 +6,11 @@ __version__ = "0.0.1"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #18884379
+# %% ../nbs/index.ipynb #912eb6b9
 from .config import DeiTConfig
 from .encoder import DeiTModel, DeiTPreTrainedModel
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
 from .preprocessing import DeiTImageProcessor
+from .config import imagenet_id2label
+from .pretrained import load_model  # also extends from_pretrained to every checkpoint format
+from .inference import predict, attention_maps

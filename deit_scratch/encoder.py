@@ -8,7 +8,7 @@ __all__ = ['ACT2CLS', 'HF_TO_OURS', 'OURS_TO_HF', 'WEIGHT_FILES', 'QuickGELU', '
            'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights']
 
 # %% ../nbs/06_encoder.ipynb #cb712823
-import inspect, json, re, warnings
+import argparse, contextlib, inspect, json, re, warnings
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -184,7 +184,8 @@ class DeiTModel(DeiTPreTrainedModel):
 
 # %% ../nbs/06_encoder.ipynb #9163a24c
 # transformers' files (v4 and v5 alike) use the old module names; ours are v5's in-memory names.
-HF_TO_OURS = [(r"encoder\.layer\.", "layers."), (r"attention\.attention\.query", "attention.q_proj"),
+# ViT-architecture checkpoints (the non-distilled DeiTs) keep the trunk under `vit.`; we keep it under `deit.` in memory.
+HF_TO_OURS = [(r"^vit\.", "deit."), (r"encoder\.layer\.", "layers."), (r"attention\.attention\.query", "attention.q_proj"),
               (r"attention\.attention\.key", "attention.k_proj"), (r"attention\.attention\.value", "attention.v_proj"),
               (r"attention\.output\.dense", "attention.o_proj"), (r"intermediate\.dense", "mlp.fc1"), (r"output\.dense", "mlp.fc2")]
 OURS_TO_HF = [(r"(^|\.)layers\.", r"\1encoder.layer."), (r"attention\.q_proj", "attention.attention.query"),
@@ -217,7 +218,10 @@ def load_weights_file(path, # a .safetensors, .bin/.pth or *.index.json file
         from safetensors.torch import load_file
         try: return load_file(str(p))
         except Exception as e: raise ValueError(f"Could not read {p} as safetensors ({e}); the file may be truncated or corrupt") from None
-    try: sd = torch.load(p, map_location="cpu", weights_only=True)
+    allow = getattr(torch.serialization, "safe_globals", None)      # training checkpoints store their argparse.Namespace
+    try:
+        with (allow([argparse.Namespace]) if allow else contextlib.nullcontext()):
+            sd = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e: raise ValueError(f"Could not read {p} as a PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(sd, dict): raise ValueError(f"{p} does not hold a state dict")
     return sd
@@ -234,7 +238,9 @@ def find_weights(directory, # a `save_pretrained` directory
 @patch
 def hf_state_dict(self:DeiTPreTrainedModel) -> dict:
     "Our state dict under the names transformers writes (`deit.encoder.layer.0.attention.attention.query.weight`, ...)"
-    return rename_keys(self.state_dict(), OURS_TO_HF)
+    sd = rename_keys(self.state_dict(), OURS_TO_HF)
+    if self.config.use_distillation_token: return sd
+    return {re.sub(r"^deit\.", "vit.", k): v for k,v in sd.items()}   # the ViT variant: transformers' ViT* names
 
 @patch
 def _optional(self:DeiTPreTrainedModel, key:str) -> bool:

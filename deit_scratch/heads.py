@@ -88,6 +88,10 @@ class DeiTForImageClassificationWithTeacherOutput(ModelOutput):
 class DeiTForImageClassificationWithTeacher(DeiTPreTrainedModel):
     "DeiT with two heads, on the CLS and the distillation token; `logits` is their average"
     def __init__(self, config:DeiTConfig):
+        if not config.use_distillation_token:
+            raise ValueError("DeiTForImageClassificationWithTeacher needs the distillation token, but this config has "
+                             "use_distillation_token=False (the ViT architecture of the non-distilled checkpoints): "
+                             "use DeiTForImageClassification")
         super().__init__(config)
         self.deit = DeiTModel(config, add_pooling_layer=False)
         self.cls_classifier = linear_head(config)
@@ -141,7 +145,7 @@ class DeiTForMaskedImageModeling(DeiTPreTrainedModel):
                         output_hidden_states=output_hidden_states, interpolate_pos_encoding=interpolate_pos_encoding)
         pe = self.deit.embeddings.patch_embeddings
         gh,gw = pixel_values.shape[-2] // pe.patch_size[0], pixel_values.shape[-1] // pe.patch_size[1]
-        x = out.last_hidden_state[:, 2:]                                   # (B, N, C): drop CLS and DIST
+        x = out.last_hidden_state[:, self.config.num_prefix_tokens:]       # (B, N, C): drop CLS and DIST (or CLS alone)
         B,N,C = x.shape
         x = x.transpose(1, 2).reshape(B, C, gh, gw)                        # (B, C, gh, gw)
         recon = self.decoder(x)                                            # (B, num_channels, gh*stride, gw*stride)

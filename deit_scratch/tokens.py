@@ -14,20 +14,22 @@ from .pos_interpolation import interpolate_pos_embed
 
 # %% ../nbs/02_tokens.ipynb #f565ee39
 class DeiTEmbeddings(nn.Module):
-    "Patch tokens, optionally masked, prefixed by [CLS, DIST], plus learned position embeddings"
+    "Patch tokens, optionally masked, prefixed by [CLS, DIST] (or [CLS] alone), plus learned position embeddings"
     def __init__(self, config:DeiTConfig,
                  use_mask_token:bool=False): # add a learned `mask_token` (masked image modeling)
         super().__init__()
         C = config.hidden_size
+        self.num_prefix_tokens = config.num_prefix_tokens    # 2 (CLS, DIST), or 1 for the ViT variant
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
-        self.distillation_token = nn.Parameter(torch.zeros(1, 1, C))
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, C)) if config.use_distillation_token else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, C)) if use_mask_token else None
         self.patch_embeddings = DeiTPatchEmbeddings(config)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, self.patch_embeddings.num_patches + 2, C))  # CLS, DIST, patches
+        P,N = self.num_prefix_tokens,self.patch_embeddings.num_patches
+        self.position_embeddings = nn.Parameter(torch.zeros(1, P + N, C))  # CLS, (DIST,) patches
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def position_embeddings_for(self, height:int, width:int, interpolate_pos_encoding:bool=False) -> torch.Tensor:
-        "The (1, 2 + N, C) position table for an image of `height` x `width` pixels"
+        "The (1, P + N, C) position table for an image of `height` x `width` pixels (P = 2 prefix tokens, 1 without DIST)"
         pe = self.patch_embeddings
         if not interpolate_pos_encoding:
             if (height, width) != pe.image_size:
@@ -38,7 +40,7 @@ class DeiTEmbeddings(nn.Module):
         # transformers returns the table untouched only when the patch count matches and the image is square
         if not torch.jit.is_tracing() and new_grid[0]*new_grid[1] == pe.num_patches and height == width:
             return self.position_embeddings
-        return interpolate_pos_embed(self.position_embeddings, new_grid, old_grid=pe.grid_size)
+        return interpolate_pos_embed(self.position_embeddings, new_grid, old_grid=pe.grid_size, num_prefix_tokens=self.num_prefix_tokens)
 
     def forward(self, pixel_values:torch.Tensor,           # (B, num_channels, H, W) images
                 bool_masked_pos:torch.Tensor|None=None,    # (B, N), True where a patch is replaced by the mask token
@@ -54,6 +56,7 @@ class DeiTEmbeddings(nn.Module):
                 raise ValueError(f"bool_masked_pos must have shape (batch_size, num_patches) = {(B, N)}, got {tuple(bool_masked_pos.shape)}")
             m = bool_masked_pos.unsqueeze(-1).type_as(x)                    # (B, N, 1): 1 where masked
             x = x * (1.0 - m) + self.mask_token.expand(B, N, -1) * m
-        x = torch.cat([self.cls_token.expand(B, -1, -1), self.distillation_token.expand(B, -1, -1), x], dim=1)  # (B, 2+N, C)
+        prefix = [self.cls_token] if self.distillation_token is None else [self.cls_token, self.distillation_token]
+        x = torch.cat([t.expand(B, -1, -1) for t in prefix] + [x], dim=1)  # (B, P+N, C): CLS, (DIST,) patches
         x = x + self.position_embeddings_for(H, W, interpolate_pos_encoding)
         return self.dropout(x)

@@ -95,5 +95,46 @@ def main():
     total = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
     print(f"wrote {OUT} ({total/1024:.1f} KB)")
 
+# -- checkpoints written by transformers 4.56.2 (tests/test_pretrained.py) ----------------------------------------------
+# Run:  /tmp/v4venv/bin/python tests/make_fixtures.py checkpoints
+# 4.56.2's on-disk format equals 5.x's (same legacy key names, config.json with "torch_dtype" instead of "dtype");
+# what these cover beyond the head_mask fixtures: pytorch_model.bin written by 4.x (safe_serialization=False), the
+# ViT architecture of the non-distilled checkpoints (model_type "vit", `vit.` prefix) and a sharded safetensors index.
+CKPT_OUT = Path(__file__).resolve().parent/"fixtures"/"v4_checkpoints"
+CKPT_MODELS = {
+    # name: (transformers class, config class, config kwargs, save_pretrained kwargs)
+    "teacher_bin": ("DeiTForImageClassificationWithTeacher", "DeiTConfig",
+                    dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=16,
+                         patch_size=4, encoder_stride=4, num_labels=3), dict(safe_serialization=False)),
+    "vit_classifier_bin": ("ViTForImageClassification", "ViTConfig",
+                           dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32, image_size=16,
+                                patch_size=4, encoder_stride=4, num_labels=4), dict(safe_serialization=False)),
+    "vit_model_sharded": ("ViTModel", "ViTConfig",
+                          dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=12,
+                               patch_size=4, encoder_stride=4, qkv_bias=False), dict(max_shard_size="8KB")),
+}
+
+def checkpoints():
+    import shutil, transformers
+    from safetensors.torch import save_file
+    assert transformers.__version__ == "4.56.2", f"run with transformers 4.56.2, not {transformers.__version__}"
+    shutil.rmtree(CKPT_OUT, ignore_errors=True)
+    for i,(name,(cls_name,cfg_name,cfg,save_kw)) in enumerate(CKPT_MODELS.items()):
+        torch.manual_seed(i)
+        config = getattr(transformers, cfg_name)(**cfg)
+        model = getattr(transformers, cls_name)(config)
+        randomise(model, seed=300 + i)
+        model.set_attn_implementation("eager")
+        model.eval()
+        model.save_pretrained(CKPT_OUT/name, **save_kw)
+        x = torch.randn(2, config.num_channels, config.image_size, config.image_size, generator=torch.Generator().manual_seed(400 + i))
+        with torch.no_grad(): out = model(x)
+        tensors = {"pixel_values": x, **{k: v for k,v in out.items() if isinstance(v, torch.Tensor)}}
+        save_file({k: v.contiguous() for k,v in tensors.items()}, str(CKPT_OUT/f"{name}_outputs.safetensors"),
+                  metadata=dict(transformers=transformers.__version__, model_class=cls_name))
+    total = sum(p.stat().st_size for p in CKPT_OUT.rglob("*") if p.is_file())
+    print(f"wrote {CKPT_OUT} ({total/1024:.1f} KB)")
+
 if __name__ == "__main__":
-    main()
+    import sys
+    checkpoints() if sys.argv[1:] == ["checkpoints"] else main()
