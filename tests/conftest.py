@@ -1,4 +1,6 @@
-import os, torch
+import os
+from pathlib import Path
+import pytest, torch
 # Triton reads TRITON_INTERPRET when it is imported: without a GPU, run its kernels in the CPU interpreter
 if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -9,3 +11,17 @@ def pytest_terminal_summary(terminalreporter):
     if WORST:
         terminalreporter.write_sep("-", "worst |deit_scratch - reference| per class (fp32)")
         for k,v in sorted(WORST.items()): terminalreporter.write_line(f"{k:45s} {v:.2e}")
+
+
+# The real photos (CI has ../shared/images beside the clone; a user's clone does not: those tests skip)
+IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+PHOTO_NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg"]
+
+@pytest.fixture(scope="session")
+def photo_paths():
+    "Paths of the five real test photos, or a skip saying where they were looked for"
+    if not IMAGES.is_dir(): pytest.skip(f"real photos not found at {IMAGES} (the shared/images folder next to the repository)")
+    paths = [IMAGES / n for n in PHOTO_NAMES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing: pytest.skip(f"real photos missing: {missing}")
+    return paths

@@ -21,8 +21,6 @@ from deit_scratch.pretrained import load_model, hf_to_fb
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "deit-scratch"
-IMAGES = ROOT.parent / "shared" / "images"
-PHOTO_NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg"]
 # one thread in the subprocesses too (conftest sets it in-process): the same kernels, so the same bits
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 ENV.pop("DEIT_SCRATCH_DEBUG", None)
@@ -103,14 +101,6 @@ def images(work):
     return paths
 
 @pytest.fixture(scope="module")
-def photos():
-    if not IMAGES.is_dir(): pytest.skip(f"real photos not found at {IMAGES} (the shared/images folder next to the repository)")
-    paths = [IMAGES / n for n in PHOTO_NAMES]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing: pytest.skip(f"real photos missing: {missing}")
-    return paths
-
-@pytest.fixture(scope="module")
 def bad_files(work, ckpt):
     "Files that are not what they claim to be"
     d = work / "bad"; d.mkdir()
@@ -142,9 +132,9 @@ def test_console_script_is_declared():
     assert [e.value for e in eps] == ["deit_scratch.cli:main"], list(eps)
     assert "console_scripts = deit-scratch=deit_scratch.cli:main" in (ROOT / "settings.ini").read_text()
 
-def test_script_predict_json_matches_library(ckpt, images, photos):
+def test_script_predict_json_matches_library(ckpt, images, photo_paths):
     "Real photos and written images through the installed script: --json parses and equals predict() exactly"
-    paths = [*photos, *images]
+    paths = [*photo_paths, *images]
     r = script("predict", *paths, "--model", ckpt, "--top-k", 7, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -161,17 +151,17 @@ def test_script_predict_json_matches_library(ckpt, images, photos):
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
         assert all(p["label"] == names[p["label_id"]] for p in preds)   # placeholder names -> ImageNet names
 
-def test_module_predict_text(ckpt, photos):
+def test_module_predict_text(ckpt, photo_paths):
     "`python -m deit_scratch.cli` on the real photos: text output, ranks in order, the preprocessing named"
-    r = module("predict", *photos, "-m", ckpt, "-k", 3)
+    r = module("predict", *photo_paths, "-m", ckpt, "-k", 3)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"model: {ckpt} (DeiTForImageClassificationWithTeacher, 1000 classes)")
     assert lines[1] == f"preprocessing: preprocessor_config.json from {ckpt}"
-    for p in photos: assert str(p) in lines
+    for p in photo_paths: assert str(p) in lines
     ranks = [l.split(".")[0].strip() for l in lines if l.startswith("   ")]
-    assert ranks == ["1", "2", "3"] * len(photos)
+    assert ranks == ["1", "2", "3"] * len(photo_paths)
     probs = [float(l.split()[1].rstrip("%")) for l in lines if l.startswith("   ")]
     for i in range(0, len(probs), 3): assert probs[i:i+3] == sorted(probs[i:i+3], reverse=True)
 

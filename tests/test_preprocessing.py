@@ -15,20 +15,10 @@ transformers = pytest.importorskip("transformers")
 from transformers import DeiTImageProcessorPil
 from transformers.image_transforms import normalize as hf_normalize, rescale as hf_rescale
 
-IMAGES = Path(__file__).parents[1].parent / "shared" / "images"
-PHOTO_NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg"]
 logging.getLogger("transformers").setLevel(logging.ERROR)      # its channel-ambiguity warnings are expected here
 
 
 # ---------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def photo_paths():
-    if not IMAGES.is_dir(): pytest.skip(f"real photos not found at {IMAGES} (the shared/images folder next to the repository)")
-    paths = [IMAGES / n for n in PHOTO_NAMES]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing: pytest.skip(f"real photos missing: {missing}")
-    return paths
-
 @pytest.fixture(scope="module")
 def photos(photo_paths):
     ims = []
@@ -388,9 +378,9 @@ def test_facebook_eval_preset(photos):
     for o, im in zip(out, ims): assert torch.equal(o, torchvision_eval_by_hand(im))
     assert DeiTImageProcessor.facebook_eval(384).size == {"shortest_edge": 438}
 
-def test_facebook_eval_differs_from_transformers_numerics(photos, tmp_path):
+def test_facebook_eval_differs_from_transformers_numerics(photos, photo_paths, tmp_path):
     # same sizes, transformers' rounding: on rocket.jpg (383x256 after resizing) the crop starts at column 79, not 80
-    rocket = photos[PHOTO_NAMES.index("rocket.jpg")]
+    rocket = photos[[p.name for p in photo_paths].index("rocket.jpg")]
     fb, hf_like = DeiTImageProcessor.facebook_eval(), DeiTImageProcessor.facebook_eval(numerics="transformers")
     a, b = fb(rocket, return_tensors="np").pixel_values[0], hf_like(rocket, return_tensors="np").pixel_values[0]
     r = np.asarray(rocket.resize((383, 256), Image.Resampling.BICUBIC))
