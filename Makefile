@@ -13,7 +13,7 @@ course:
 ifdef HEADLESS
 	$(NB_ENV) $(VENV)/nbdev_test --flags slow --do_print
 else
-	$(VENV)/jupyter lab nbs/
+	$(VENV)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) nbs/
 endif
 
 test: setup check-sync
