@@ -75,7 +75,8 @@ def wheel(tmp_path_factory):
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     lib = {Path(n).name for n in names if n.startswith("deit_scratch/")}
-    expected = {p.name for p in (ROOT/"deit_scratch").glob("*.py")}
+    expected = {p.name for p in (ROOT/"deit_scratch").glob("*.py")} | {p.name for p in (ROOT/"deit_scratch").glob("*.json")}
+    assert "imagenet_classes.json" in expected
     assert expected <= lib, f"missing from the wheel: {sorted(expected - lib)}"
     bad = [n for n in names if n.startswith(("tests/", "nbs/")) or n.endswith(".ipynb") or "/tests/" in n]
     assert not bad, f"the wheel should only hold the library: {bad}"
@@ -91,3 +92,12 @@ def test_wheel_requirements(wheel):
     assert runtime == RUNTIME, f"runtime requirements: {sorted(runtime)}"
     extras = {_requirement_name(r) for r in reqs if is_extra(r)}
     assert "transformers" in extras and "transformers" not in runtime
+
+def test_console_script_declared(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        eps = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "deit-scratch = deit_scratch.cli:main" in eps, eps
+
+def test_readme_generated_from_index():
+    r = subprocess.run([sys.executable, str(ROOT/"tools"/"make_readme.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
