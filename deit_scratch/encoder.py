@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['ACT2CLS', 'HF_TO_OURS', 'OURS_TO_HF', 'WEIGHT_FILES', 'QuickGELU', 'get_activation', 'DeiTMLP', 'DeiTLayer',
            'ModelOutput', 'BaseModelOutputWithPooling', 'DeiTPooler', 'get_head_mask', 'DeiTPreTrainedModel',
-           'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights']
+           'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights', 'split_overrides', 'override_config']
 
-# %% ../nbs/06_encoder.ipynb #cb712823
+# %% ../nbs/06_encoder.ipynb #42c56450
 import argparse, contextlib, inspect, json, re, warnings
 from dataclasses import dataclass, fields
 from functools import partial
@@ -20,7 +20,7 @@ from .tokens import DeiTEmbeddings
 from .attention import DeiTAttention, check_attn_implementation
 import deit_scratch.sdpa  # registers "sdpa" in ATTENTION_FUNCTIONS ("triton" registers itself when first asked for)
 
-# %% ../nbs/06_encoder.ipynb #0574f8eb
+# %% ../nbs/06_encoder.ipynb #5a1624a0
 class QuickGELU(nn.Module):
     "GELU's sigmoid approximation x·σ(1.702x) (CLIP's `quick_gelu`)"
     def forward(self, x): return x * torch.sigmoid(1.702 * x)
@@ -35,7 +35,7 @@ def get_activation(name:str, # a key of `ACT2CLS`, e.g. config.hidden_act
     if name not in ACT2CLS: raise ValueError(f"Unknown activation {name!r}; choose one of {sorted(ACT2CLS)}")
     return ACT2CLS[name]()
 
-# %% ../nbs/06_encoder.ipynb #b02d3bc9
+# %% ../nbs/06_encoder.ipynb #091914b6
 class DeiTMLP(nn.Module):
     "Two linear layers with an activation between them, applied to every token independently"
     def __init__(self, config:DeiTConfig):
@@ -45,7 +45,7 @@ class DeiTMLP(nn.Module):
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)   # 4C -> C
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
-# %% ../nbs/06_encoder.ipynb #23d1af09
+# %% ../nbs/06_encoder.ipynb #3c460461
 class DeiTLayer(nn.Module):
     "A pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))"
     def __init__(self, config:DeiTConfig):
@@ -64,7 +64,7 @@ class DeiTLayer(nn.Module):
         x = x + self.dropout(self.mlp(self.layernorm_after(x)))   # (B, 2+N, C)
         return x, probs
 
-# %% ../nbs/06_encoder.ipynb #22b3a3d7
+# %% ../nbs/06_encoder.ipynb #b46b0e07
 class ModelOutput:
     "Base of the output dataclasses: fields by name, by position (None skipped) or as a tuple"
     def to_tuple(self) -> tuple: return tuple(v for v in (getattr(self, f.name) for f in fields(self)) if v is not None)
@@ -81,7 +81,7 @@ class BaseModelOutputWithPooling(ModelOutput):
     hidden_states:tuple=None             # embeddings + each layer's output, before the final LayerNorm
     attentions:tuple=None                # per layer (B, heads, 2+N, 2+N)
 
-# %% ../nbs/06_encoder.ipynb #fd3245b5
+# %% ../nbs/06_encoder.ipynb #6ec5a96f
 class DeiTPooler(nn.Module):
     "Dense + activation on the final CLS token"
     def __init__(self, config:DeiTConfig):
@@ -90,7 +90,7 @@ class DeiTPooler(nn.Module):
         self.activation = get_activation(config.pooler_act)
     def forward(self, x): return self.activation(self.dense(x[:, 0]))   # (B, 2+N, C) -> (B, pooler_output_size)
 
-# %% ../nbs/06_encoder.ipynb #ed8a5dc2
+# %% ../nbs/06_encoder.ipynb #a103b203
 def get_head_mask(head_mask,          # None, (heads,) or (layers, heads); 1 keeps a head, 0 silences it
                   num_layers:int,     # number of blocks
                   num_heads:int,      # heads per block
@@ -105,7 +105,7 @@ def get_head_mask(head_mask,          # None, (heads,) or (layers, heads); 1 kee
                          f"({num_layers}, {num_heads}), got {tuple(head_mask.shape)}")
     return list(head_mask.to(dtype)[:, None, :, None, None])   # each (1, heads, 1, 1)
 
-# %% ../nbs/06_encoder.ipynb #75d8554b
+# %% ../nbs/06_encoder.ipynb #6a695ce6
 class DeiTPreTrainedModel(nn.Module):
     "Base class: config, transformers-style weight init, `from_pretrained` and `save_pretrained`"
     base_model_prefix = "deit"
@@ -146,7 +146,7 @@ class DeiTPreTrainedModel(nn.Module):
     def _flag(self, value, name):
         return getattr(self.config, name) if value is None else value
 
-# %% ../nbs/06_encoder.ipynb #ea2b1d17
+# %% ../nbs/06_encoder.ipynb #2543d888
 class DeiTModel(DeiTPreTrainedModel):
     "The bare DeiT encoder: embeddings, `num_hidden_layers` blocks, a final LayerNorm and an optional pooler"
     def __init__(self, config:DeiTConfig,
@@ -182,7 +182,7 @@ class DeiTModel(DeiTPreTrainedModel):
         out = BaseModelOutputWithPooling(seq, pooled, hidden_states, attentions)
         return out if self._flag(return_dict, "return_dict") else out.to_tuple()
 
-# %% ../nbs/06_encoder.ipynb #9163a24c
+# %% ../nbs/06_encoder.ipynb #1869131d
 # transformers' files (v4 and v5 alike) use the old module names; ours are v5's in-memory names.
 # ViT-architecture checkpoints (the non-distilled DeiTs) keep the trunk under `vit.`; we keep it under `deit.` in memory.
 HF_TO_OURS = [(r"^vit\.", "deit."), (r"encoder\.layer\.", "layers."), (r"attention\.attention\.query", "attention.q_proj"),
@@ -202,7 +202,7 @@ def rename_keys(sd:dict,     # state dict (or any dict keyed by parameter names)
         out[k] = v
     return out
 
-# %% ../nbs/06_encoder.ipynb #852613ec
+# %% ../nbs/06_encoder.ipynb #c7610305
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 def load_weights_file(path, # a .safetensors, .bin/.pth or *.index.json file
@@ -234,7 +234,7 @@ def find_weights(directory, # a `save_pretrained` directory
         if (d/name).exists(): return d/name
     raise FileNotFoundError(f"No weights found in {d}: expected one of {', '.join(WEIGHT_FILES)}")
 
-# %% ../nbs/06_encoder.ipynb #ba0c7924
+# %% ../nbs/06_encoder.ipynb #8bc46b46
 @patch
 def hf_state_dict(self:DeiTPreTrainedModel) -> dict:
     "Our state dict under the names transformers writes (`deit.encoder.layer.0.attention.attention.query.weight`, ...)"
@@ -258,7 +258,7 @@ def _match_prefix(self:DeiTPreTrainedModel, sd:dict) -> dict:
         return {(k[len(pre):] if k.startswith(pre) else k): v for k,v in sd.items()}
     return sd
 
-# %% ../nbs/06_encoder.ipynb #f829622f
+# %% ../nbs/06_encoder.ipynb #18c4d027
 @patch
 def load_hf_state_dict(self:DeiTPreTrainedModel,
                        sd:dict,                      # tensors under transformers' names (or ours)
@@ -289,7 +289,30 @@ def load_hf_state_dict(self:DeiTPreTrainedModel,
     if new: warnings.warn(f"Newly initialised, not in the checkpoint: {new}. Train them before use.", stacklevel=3)
     return report
 
-# %% ../nbs/06_encoder.ipynb #fec1916d
+# %% ../nbs/06_encoder.ipynb #d6c7c6b5
+def split_overrides(cls:type,          # the model class being built
+                    overrides:dict,    # keyword arguments given to `from_pretrained`
+                   ) -> tuple:
+    "(model constructor kwargs, config overrides); unknown names raise a `ValueError` listing the known fields"
+    model_args = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
+    model_kwargs = {k: v for k, v in overrides.items() if k in model_args}
+    config_overrides = {k: v for k, v in overrides.items() if k not in model_args}
+    known = set(inspect.signature(DeiTConfig.__init__).parameters) - {"self", "kwargs"}
+    if unknown := set(config_overrides) - known: raise ValueError(f"Unknown config fields {sorted(unknown)}; known fields: {sorted(known)}")
+    return model_kwargs, config_overrides
+
+def override_config(config:DeiTConfig,            # the checkpoint's config
+                    overrides:dict,               # config fields to change
+                    attn_implementation:str|None=None, # also switch the attention kernel
+                   ) -> tuple:
+    "(a new config with `overrides` applied, whether `num_labels` changed so the heads must be initialised anew)"
+    d = config.to_dict()
+    new_head = "num_labels" in overrides and overrides["num_labels"] != config.num_labels
+    if "num_labels" in overrides and "id2label" not in overrides: d.pop("id2label"); d.pop("label2id")   # names of the old classes
+    if attn_implementation is not None: overrides = {**overrides, "attn_implementation": attn_implementation}
+    return DeiTConfig.from_dict(d, **overrides), new_head
+
+# %% ../nbs/06_encoder.ipynb #4e0e68cc
 @patch(cls_method=True)
 def from_pretrained(cls:DeiTPreTrainedModel,
                     path,                           # directory written by `save_pretrained` (ours or transformers'), or a weights file
@@ -300,21 +323,13 @@ def from_pretrained(cls:DeiTPreTrainedModel,
                     output_loading_info:bool=False, # also return the loading report
                     **config_overrides):            # config fields to change (num_labels=10), or the model's own arguments (add_pooling_layer=False)
     "Build the model from a checkpoint directory in transformers' format"
-    model_args = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
-    model_kwargs = {k: config_overrides.pop(k) for k in list(config_overrides) if k in model_args}
+    model_kwargs, config_overrides = split_overrides(cls, config_overrides)
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"{path} does not exist")
     if config is None:
         if not p.is_dir(): raise ValueError(f"{path} is a file: pass config= to say what model it holds")
         config = DeiTConfig.from_pretrained(p)
-    d = config.to_dict()
-    known = set(inspect.signature(DeiTConfig.__init__).parameters) - {"self", "kwargs"}
-    unknown = set(config_overrides) - known
-    if unknown: raise ValueError(f"Unknown config fields {sorted(unknown)}; known fields: {sorted(known)}")
-    new_head = "num_labels" in config_overrides and config_overrides["num_labels"] != config.num_labels
-    if "num_labels" in config_overrides and "id2label" not in config_overrides: d.pop("id2label"); d.pop("label2id")
-    if attn_implementation is not None: config_overrides["attn_implementation"] = attn_implementation
-    config = DeiTConfig.from_dict(d, **config_overrides)
+    config, new_head = override_config(config, config_overrides, attn_implementation)
     model = cls(config, **model_kwargs)
     sd = load_weights_file(find_weights(p) if p.is_dir() else p)
     report = model.load_hf_state_dict(sd, strict=strict, reinit_heads=new_head)
@@ -323,7 +338,7 @@ def from_pretrained(cls:DeiTPreTrainedModel,
     model.eval()
     return (model, report) if output_loading_info else model
 
-# %% ../nbs/06_encoder.ipynb #b17425b9
+# %% ../nbs/06_encoder.ipynb #026b0f5f
 @patch
 def save_pretrained(self:DeiTPreTrainedModel,
                     save_directory,                 # created if needed

@@ -8,17 +8,17 @@ __all__ = ['FB_TO_HF', 'FB_HEADS_TO_HF', 'HF_TO_FB', 'ARCHITECTURES', 'fb_to_hf'
            'is_hub_id', 'hub_snapshot', 'resolve_checkpoint', 'read_checkpoint', 'model_class_for', 'load_model',
            'imagenet_id2label']
 
-# %% ../nbs/09_pretrained.ipynb #e4bd614b
-import inspect, json, math, re
+# %% ../nbs/09_pretrained.ipynb #733b001c
+import json, math, re
 from pathlib import Path
 import torch
 from fastcore.basics import patch
 from .config import DeiTConfig, PRESETS, imagenet_id2label, to_pair
-from .encoder import DeiTPreTrainedModel, DeiTModel, WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys
+from .encoder import DeiTPreTrainedModel, DeiTModel, WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys, split_overrides, override_config
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
 from .pos_interpolation import interpolate_pos_embed
 
-# %% ../nbs/09_pretrained.ipynb #241ba98f
+# %% ../nbs/09_pretrained.ipynb #456b8268
 FB_TO_HF = [  # timm / facebookresearch/deit trunk names -> transformers' on-disk names (the fused qkv is split apart)
     (r"^cls_token$", "embeddings.cls_token"),
     (r"^dist_token$", "embeddings.distillation_token"),
@@ -34,7 +34,7 @@ FB_TO_HF = [  # timm / facebookresearch/deit trunk names -> transformers' on-dis
 FB_HEADS_TO_HF = {  # (timm head, has a head_dist?) -> transformers' head
     ("head", True): "cls_classifier", ("head_dist", True): "distillation_classifier", ("head", False): "classifier"}
 
-# %% ../nbs/09_pretrained.ipynb #db93f028
+# %% ../nbs/09_pretrained.ipynb #7bb09bd8
 _QKV = re.compile(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$")
 
 def fb_to_hf(sd:dict, # a facebookresearch/deit or timm state dict
@@ -58,7 +58,7 @@ def fb_to_hf(sd:dict, # a facebookresearch/deit or timm state dict
         out[prefix + k] = v
     return out
 
-# %% ../nbs/09_pretrained.ipynb #f625ab45
+# %% ../nbs/09_pretrained.ipynb #71b8f648
 HF_TO_FB = [(r"^embeddings\.cls_token$", "cls_token"), (r"^embeddings\.distillation_token$", "dist_token"),
             (r"^embeddings\.position_embeddings$", "pos_embed"), (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
             (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
@@ -82,7 +82,7 @@ def hf_to_fb(sd:dict, # transformers' on-disk names, or ours
     for (i,kind),t in qkv.items(): out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([t["query"], t["key"], t["value"]], 0)  # (3C, ...)
     return out
 
-# %% ../nbs/09_pretrained.ipynb #715d10dd
+# %% ../nbs/09_pretrained.ipynb #8627cafb
 def unwrap_checkpoint(obj,                          # what `load_weights_file` returned
                       source:str="the checkpoint", # named in errors
                      ) -> dict:
@@ -97,7 +97,7 @@ def unwrap_checkpoint(obj,                          # what `load_weights_file` r
     if obj and all(k.startswith("module.") for k in obj): obj = {k[len("module."):]: v for k,v in obj.items()}
     return obj
 
-# %% ../nbs/09_pretrained.ipynb #cc6ee773
+# %% ../nbs/09_pretrained.ipynb #d171beb0
 def checkpoint_format(sd:dict) -> str:
     "'timm' (facebookresearch/deit and timm names) or 'transformers' (DeiT or ViT, any prefix); a clear error for anything else"
     if "pos_embed" in sd and "patch_embed.proj.weight" in sd: return "timm"
@@ -111,7 +111,7 @@ def checkpoint_format(sd:dict) -> str:
                      f"(first keys: {list(sd)[:4]}). Expected transformers' names (embeddings.patch_embeddings.projection.weight, "
                      "encoder.layer.0...) or timm / facebookresearch/deit names (patch_embed.proj.weight, blocks.0..., pos_embed).")
 
-# %% ../nbs/09_pretrained.ipynb #52c40410
+# %% ../nbs/09_pretrained.ipynb #c6b04431
 def checkpoint_facts(sd:dict, # a state dict in transformers' names (any prefix)
                     ) -> dict:
     "What the weights of a checkpoint say about the model: sizes, special tokens, grid, heads"
@@ -138,7 +138,7 @@ def checkpoint_facts(sd:dict, # a state dict in transformers' names (any prefix)
     f["grid_size"] = (s, s) if s*s == f["num_positions"] else None       # only a square grid can be inferred
     return f
 
-# %% ../nbs/09_pretrained.ipynb #8b025df2
+# %% ../nbs/09_pretrained.ipynb #2fd23812
 def _preset_key(name:str) -> str:
     "'facebook/deit-tiny-patch16-224', 'timm/deit_tiny_patch16_224.fb_in1k', 'deit_tiny_patch16_224-a1311bcf' -> 'deit_tiny_patch16_224'"
     key = re.sub(r"-[0-9a-f]{8}$", "", name.split("/")[-1].split(".")[0])   # facebookresearch file names end in a hash
@@ -172,7 +172,7 @@ def config_from_checkpoint(facts:dict,                 # `checkpoint_facts` of t
         kw["num_attention_heads"] = heads.pop()
     return DeiTConfig(**{**kw, **overrides})
 
-# %% ../nbs/09_pretrained.ipynb #9d945a04
+# %% ../nbs/09_pretrained.ipynb #dd9f69d3
 def resample_position_embeddings(sd:dict,                    # transformers-named state dict; changed in place
                                  model:DeiTPreTrainedModel,  # the model it is going into
                                  old_grid:tuple|None=None,   # the checkpoint's (rows, cols); None: square
@@ -192,7 +192,7 @@ def resample_position_embeddings(sd:dict,                    # transformers-name
         done.append((k, tuple(src.shape), tuple(new.shape)))
     return done
 
-# %% ../nbs/09_pretrained.ipynb #4ca1f13a
+# %% ../nbs/09_pretrained.ipynb #3bf8618c
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".json", ".ckpt", ".tar")
 
 def is_hub_id(s) -> bool:
@@ -235,7 +235,7 @@ def resolve_checkpoint(path_or_id) -> Path:
     if is_hub_id(path_or_id): return hub_snapshot(str(path_or_id))
     raise FileNotFoundError(f"{path_or_id} does not exist (and is not a hub id such as 'facebook/deit-tiny-distilled-patch16-224')")
 
-# %% ../nbs/09_pretrained.ipynb #fc798603
+# %% ../nbs/09_pretrained.ipynb #3b965f57
 def read_checkpoint(path, # a local directory or weights file
                    ) -> tuple:
     "(config.json as a dict or None, state dict in transformers' names, 'transformers' or 'timm', the weights file)"
@@ -256,7 +256,7 @@ def read_checkpoint(path, # a local directory or weights file
     if fmt == "timm": sd = fb_to_hf(sd)
     return cfg, sd, fmt, wf
 
-# %% ../nbs/09_pretrained.ipynb #71de1a5f
+# %% ../nbs/09_pretrained.ipynb #5e79d11c
 ARCHITECTURES = {"DeiTModel": DeiTModel, "ViTModel": DeiTModel,
                  "DeiTForImageClassification": DeiTForImageClassification, "ViTForImageClassification": DeiTForImageClassification,
                  "DeiTForImageClassificationWithTeacher": DeiTForImageClassificationWithTeacher,
@@ -275,7 +275,7 @@ def model_class_for(cfg:dict|None, # config.json, if any
     kw = dict(add_pooling_layer=facts["pooler"], use_mask_token=facts["mask_token"]) if cls is DeiTModel else {}
     return cls, kw
 
-# %% ../nbs/09_pretrained.ipynb #169f5226
+# %% ../nbs/09_pretrained.ipynb #cb236ca0
 def _disagreements(config:DeiTConfig, f:dict) -> list:
     "How `config` disagrees with the checkpoint facts `f` (the image size apart: positions are resampled)"
     out = []
@@ -287,7 +287,7 @@ def _disagreements(config:DeiTConfig, f:dict) -> list:
     if to_pair(config.patch_size) != tuple(f["patch_size"]): out.append(f"patch_size is {f['patch_size']} in the checkpoint, {config.patch_size} in the config")
     return out
 
-# %% ../nbs/09_pretrained.ipynb #91865649
+# %% ../nbs/09_pretrained.ipynb #ba09487b
 def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, strict=True, output_loading_info=False, **config_overrides):
     "`from_pretrained` (cls given) and `load_model` (cls None: the saved class)"
     path = resolve_checkpoint(path_or_id)
@@ -296,10 +296,8 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
     hf_cfg = cfg_json if cfg_json is not None and "model_type" in cfg_json else None   # timm's config.json has no model_type
     hint = (cfg_json or {}).get("architecture") or Path(wf).stem                     # timm's config.json names the model
     cls,model_kwargs = model_class_for(hf_cfg, facts) if cls is None else (cls, {})
-    model_args = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
-    model_kwargs.update({k: config_overrides.pop(k) for k in list(config_overrides) if k in model_args})
-    known = set(inspect.signature(DeiTConfig.__init__).parameters) - {"self", "kwargs"}
-    if unknown := set(config_overrides) - known: raise ValueError(f"Unknown config fields {sorted(unknown)}; known fields: {sorted(known)}")
+    own_kwargs, config_overrides = split_overrides(cls, config_overrides)
+    model_kwargs.update(own_kwargs)
     # the checkpoint's own config, checked against its weights
     ckpt_config,old_grid = None,facts["grid_size"]
     if hf_cfg is not None:
@@ -320,13 +318,9 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
         heads = {k: config_overrides[k] for k in ("num_attention_heads",) if k in config_overrides}
         config = ckpt_config or config_from_checkpoint(facts, hint, layer_norm_eps=1e-6 if fmt == "timm" else 1e-12, **heads)
     elif not isinstance(config, DeiTConfig): raise TypeError(f"config must be a DeiTConfig or a preset name, got {type(config).__name__}")
-    d = config.to_dict()
-    new_head = "num_labels" in config_overrides and config_overrides["num_labels"] != config.num_labels
-    if "num_labels" in config_overrides and "id2label" not in config_overrides:
-        d.pop("id2label"); d.pop("label2id")
-        if config_overrides["num_labels"] == 1000: config_overrides["id2label"] = imagenet_id2label()
-    if attn_implementation is not None: config_overrides["attn_implementation"] = attn_implementation
-    config = DeiTConfig.from_dict(d, **config_overrides)
+    if config_overrides.get("num_labels") == 1000 and "id2label" not in config_overrides:
+        config_overrides["id2label"] = imagenet_id2label()                    # 1000 classes: ImageNet's names
+    config, new_head = override_config(config, config_overrides, attn_implementation)
     # build, resample, load
     model = cls(config, **model_kwargs)
     resampled = resample_position_embeddings(sd, model, old_grid) if facts["num_prefix_tokens"] == config.num_prefix_tokens else []
@@ -341,7 +335,7 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
     model.eval()
     return (model, report) if output_loading_info else model
 
-# %% ../nbs/09_pretrained.ipynb #78d9fabb
+# %% ../nbs/09_pretrained.ipynb #17d10a30
 @patch(cls_method=True)
 def from_pretrained(cls:DeiTPreTrainedModel,
                     path_or_id,                        # a directory (transformers' format, v4 or v5), a weights file (.safetensors, .bin, timm / facebookresearch .pth), or a hub id
@@ -364,7 +358,7 @@ def load_model(path_or_id,                          # a directory, a weights fil
     "Load a checkpoint into the model class it was saved as (config.json's `architectures`, else what its heads say)"
     return _load(None, path_or_id, config, attn_implementation, dtype, strict, output_loading_info, **config_overrides)
 
-# %% ../nbs/09_pretrained.ipynb #7ed25e25
+# %% ../nbs/09_pretrained.ipynb #323cf9a2
 _HF_NAMES = {("DeiTModel", False): "ViTModel", ("DeiTForImageClassification", False): "ViTForImageClassification",
              ("DeiTForMaskedImageModeling", False): "ViTForMaskedImageModeling"}
 
@@ -389,5 +383,5 @@ def save_pretrained(self:DeiTPreTrainedModel,
     else: torch.save(sd, d/"pytorch_model.bin")
     if image_processor is not None: image_processor.save_pretrained(d)
 
-# %% ../nbs/09_pretrained.ipynb #fe0fb249
+# %% ../nbs/09_pretrained.ipynb #91efdf3a
 _all_ = ['imagenet_id2label']   # re-exported: `from deit_scratch.pretrained import load_model, imagenet_id2label`
