@@ -14,3 +14,6 @@ from .preprocessing import DeiTImageProcessor
 from .config import imagenet_id2label
 from .pretrained import load_model  # also extends from_pretrained to every checkpoint format
 from .inference import predict, attention_maps
+from .data import load_fashion_mnist, fashion_mnist, ImageFolder
+from .training import TrainConfig, Trainer, ConvNet
+from .distillation import DistillationLoss, Teacher, train

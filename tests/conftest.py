@@ -25,3 +25,18 @@ def photo_paths():
     missing = [str(p) for p in paths if not p.is_file()]
     if missing: pytest.skip(f"real photos missing: {missing}")
     return paths
+
+
+# Fashion-MNIST (Debian's dataset-fashion-mnist, the cache, or a download): skipped on a user's machine without it,
+# a failure in CI (CI=true), where .ci/run installs the package
+@pytest.fixture(scope="session")
+def fashion_dir():
+    "The folder holding Fashion-MNIST's four IDX files"
+    from deit_scratch.data import find_fashion_mnist, DEBIAN_FASHION_MNIST
+    d, t = find_fashion_mnist("train"), find_fashion_mnist("test")
+    if d is None or t is None:
+        why = (f"Fashion-MNIST not found (apt-get install dataset-fashion-mnist puts it in {DEBIAN_FASHION_MNIST}, "
+               "or see deit_scratch.data.load_fashion_mnist)")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"): pytest.fail(why + ": CI must have it")
+        pytest.skip(why)
+    return d

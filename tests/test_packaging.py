@@ -5,8 +5,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/"nbs"
-PUBLIC = ("DeiTConfig", "DeiTModel", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher", "DeiTForMaskedImageModeling")
-RUNTIME = {"torch", "numpy", "pillow", "safetensors", "fastcore"}
+PUBLIC = ("DeiTConfig", "DeiTModel", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher", "DeiTForMaskedImageModeling",
+          "DistillationLoss", "Teacher", "train", "Trainer", "TrainConfig", "load_fashion_mnist", "fashion_mnist", "ImageFolder", "ConvNet")
+RUNTIME = {"torch", "numpy", "pillow", "safetensors", "fastcore", "tqdm"}
 
 def settings():
     cp = configparser.ConfigParser(delimiters=["="], interpolation=None)

@@ -25,5 +25,12 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.star
   fi
 fi
 $PIP install -q -c constraints.txt -e ".[$EXTRAS]"
+
+# Fashion-MNIST (the training notebooks' data): Debian's package where apt is available and we are root; elsewhere
+# deit_scratch.data.load_fashion_mnist downloads it on first use (or see its error message)
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get install -y -qq dataset-fashion-mnist || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }; } >/dev/null 2>&1 \
+    || echo "note: could not install the dataset-fashion-mnist package; Fashion-MNIST will be downloaded on first use" >&2
+fi
 .venv/bin/nbdev_export
 echo "deit-scratch ready in .venv (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
