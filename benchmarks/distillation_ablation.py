@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """DeiT's distillation ablation (the paper's Table 3) in miniature, on Fashion-MNIST, on a CPU.
 
-One teacher (notebook 13's ResNet) and one DeiT student architecture (width 96, 6 blocks, 3 heads, 4 px patches),
+One teacher (notebook 13's ResNet, with its recipe) and one DeiT student architecture (width 96, 6 blocks, 3 heads, 4 px patches),
 trained with one fixed budget on a class-balanced subset of the training set, with no distillation, soft and hard
 distillation, over several seeds; every model is evaluated on all 10,000 test images. Writes a JSON file with every
 run, and prints the Markdown table (mean ± sample std over seeds) that benchmarks/RESULTS.md and notebook 14 show.
@@ -12,7 +12,7 @@ run, and prints the Markdown table (mean ± sample std over seeds) that benchmar
 Runs execute in `--workers` processes of one thread each (on 2 cores, two one-thread runs side by side get more done
 than one two-thread run: these matrices are small).
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, os, platform, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -24,17 +24,17 @@ def machine() -> str:
 def run_one(job:dict) -> dict:
     import torch, torch.nn.functional as F
     torch.set_num_threads(job["threads"])
-    from deit_scratch.data import fashion_mnist, train_transform, eval_transform
+    from deit_scratch.data import fashion_mnist, eval_transform
     from deit_scratch.heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
-    from deit_scratch.training import fashion_student_config, init_for_training, evaluate, ConvNet, save_convnet, load_convnet
+    from deit_scratch.training import (fashion_student_config, init_for_training, evaluate, ConvNet, save_convnet, load_convnet,
+                                       TEACHER_RECIPE, teacher_transform, STUDENT_RECIPE, student_transform)
     from deit_scratch.distillation import train
-    train_ds = fashion_mnist("train", transform=train_transform(), n=job["n"])
+    train_ds = fashion_mnist("train", transform=teacher_transform() if job["kind"] == "teacher" else student_transform(), n=job["n"])
     test_ds = fashion_mnist("test", transform=eval_transform())
     torch.manual_seed(job["seed"])
     t0 = time.perf_counter()
     if job["kind"] == "teacher":
-        tr = train(ConvNet(), train_ds, None, epochs=job["teacher_epochs"], lr=2e-3, ema_decay=None, mixup_alpha=0.2,
-                   cutmix_alpha=0., seed=job["seed"], progress=False)
+        tr = train(ConvNet(), train_ds, None, **{**TEACHER_RECIPE, "epochs": job["teacher_epochs"]}, seed=job["seed"], progress=False)
         save_convnet(tr.model.eval(), job["teacher_dir"])
         m = evaluate(tr.model, test_ds)
         return {"kind": "teacher", "seed": job["seed"], "acc": m["acc_logits"], "params": sum(p.numel() for p in tr.model.parameters()),
@@ -43,8 +43,8 @@ def run_one(job:dict) -> dict:
     cls = DeiTForImageClassification if kind == "none" else DeiTForImageClassificationWithTeacher
     model = init_for_training(cls(fashion_student_config()))
     teacher = load_convnet(job["teacher_dir"]) if kind != "none" else None
-    tr = train(model, train_ds, None, teacher=teacher, distillation_type=kind, epochs=job["epochs"], seed=job["seed"],
-               ema_decay=job["ema_decay"], progress=False)
+    tr = train(model, train_ds, None, teacher=teacher, distillation_type=kind, seed=job["seed"], progress=False,
+               **{**STUDENT_RECIPE, "epochs": job["epochs"]})
     res = {"distillation": kind, "seed": job["seed"], "wall_s": time.perf_counter() - t0,
            "images_per_s": sum(r["images_per_s"] for r in tr.history) / len(tr.history),
            "final_train_loss": tr.history[-1]["train_loss"]}
@@ -65,9 +65,8 @@ def run_one(job:dict) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10000, help="training images (class-balanced subset)")
-    ap.add_argument("--epochs", type=int, default=10, help="student epochs")
-    ap.add_argument("--teacher-epochs", type=int, default=12)
-    ap.add_argument("--ema-decay", type=float, default=0.998)
+    ap.add_argument("--epochs", type=int, default=8, help="student epochs (the rest of the recipe: deit_scratch.training.STUDENT_RECIPE)")
+    ap.add_argument("--teacher-epochs", type=int, default=15, help="teacher epochs (its recipe: deit_scratch.training.TEACHER_RECIPE)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--kinds", nargs="+", default=["none", "soft", "hard"])
     ap.add_argument("--workers", type=int, default=2, help="runs side by side, one thread each")
@@ -76,7 +75,7 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     teacher_dir = Path(a.teacher_dir) if a.teacher_dir else out.with_suffix("").with_name(out.stem + "_teacher")
-    base = dict(n=a.n, epochs=a.epochs, teacher_epochs=a.teacher_epochs, ema_decay=a.ema_decay, teacher_dir=str(teacher_dir),
+    base = dict(n=a.n, epochs=a.epochs, teacher_epochs=a.teacher_epochs, teacher_dir=str(teacher_dir),
                 threads=1 if a.workers > 1 else os.cpu_count())
     t0 = time.perf_counter()
     print(f"machine: {machine()}", flush=True)
@@ -91,9 +90,10 @@ def main():
     print(f"teacher: {teacher['acc']:.4f}", flush=True)
     jobs = [{**base, "kind": k, "seed": s} for s in a.seeds for k in a.kinds]
     with ProcessPoolExecutor(a.workers) as ex: runs = list(ex.map(run_one, jobs))
+    from deit_scratch.training import STUDENT_RECIPE
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0,
-           "budget": {"train_images": a.n, "student_epochs": a.epochs, "teacher_epochs": a.teacher_epochs, "batch_size": 128,
-                      "ema_decay": a.ema_decay, "workers": a.workers, "threads_per_run": base["threads"]},
+           "budget": {"train_images": a.n, "student_epochs": a.epochs, "teacher_epochs": a.teacher_epochs, "student_recipe": STUDENT_RECIPE,
+                      "workers": a.workers, "threads_per_run": base["threads"]},
            "teacher": teacher, "runs": runs}
     out.write_text(json.dumps(res, indent=1) + "\n")
     from deit_scratch.distillation import ablation_table

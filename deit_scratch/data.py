@@ -8,17 +8,16 @@ __all__ = ['IDX_TYPES', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_URL', 'FASHION_M
            'affine', 'TrivialAugment', 'RandomErasing', 'Compose', 'Normalize', 'train_transform', 'eval_transform',
            'smooth_one_hot', 'Mixup', 'cut_box']
 
-# %% ../nbs/12_data.ipynb #aea07c6f
-import gzip, hashlib, math, os, sys, tempfile, urllib.request
+# %% ../nbs/12_data.ipynb #61d42d88
+import gzip, hashlib, math, os, tempfile, urllib.request
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 from .preprocessing import DeiTImageProcessor, load_image
 
-# %% ../nbs/12_data.ipynb #0bd9e2e4
+# %% ../nbs/12_data.ipynb #ce794304
 def open_maybe_gzip(path:str|os.PathLike):
     "Open a file for reading bytes, decompressing it when it starts with gzip's magic bytes (whatever its name)"
     with open(path, 'rb') as f: gz = f.read(2) == b'\x1f\x8b'
@@ -47,7 +46,7 @@ def read_idx(path:str|os.PathLike, # an IDX file, gzipped or not
                          f"{shape} ({expected:,} bytes of data) but it holds {found:,} bytes")
     return np.frombuffer(data, dtype, offset=4 + 4*ndim).reshape(shape).astype(dtype.newbyteorder('='))
 
-# %% ../nbs/12_data.ipynb #91e8529c
+# %% ../nbs/12_data.ipynb #807c399a
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -63,7 +62,7 @@ def cache_dir() -> Path:
     if os.environ.get("DEIT_SCRATCH_CACHE"): return Path(os.environ["DEIT_SCRATCH_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home()/".cache").expanduser()/"deit-scratch"
 
-# %% ../nbs/12_data.ipynb #f8a00776
+# %% ../nbs/12_data.ipynb #059eea34
 def idx_sha256(path:str|os.PathLike) -> str:
     "SHA-256 of the content of a file, decompressed if it is gzipped"
     with open_maybe_gzip(path) as f: return hashlib.file_digest(f, 'sha256').hexdigest()
@@ -90,7 +89,7 @@ def download(url:str,                  # what to fetch
         if os.path.exists(tmp): os.remove(tmp)
     return dest
 
-# %% ../nbs/12_data.ipynb #cc5bb2bb
+# %% ../nbs/12_data.ipynb #3b1a5633
 def _fashion_dirs(root) -> list:
     return ([Path(root).expanduser()] if root is not None else []) + [cache_dir()/"fashion-mnist", DEBIAN_FASHION_MNIST]
 
@@ -128,7 +127,7 @@ def load_fashion_mnist(split:str="train",   # "train" (60,000 images) or "test" 
                          f"(expected (N, 28, 28) uint8 images and N labels in 0-9)")
     return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
 
-# %% ../nbs/12_data.ipynb #890c7fb5
+# %% ../nbs/12_data.ipynb #b827f3cd
 def show_images(images,               # (N, H, W) or (N, C, H, W) tensor or array, in [0, 1] or 0-255
                 titles:list|None=None, # one title per image
                 ncols:int=10,          # images per row
@@ -151,7 +150,7 @@ def show_images(images,               # (N, H, W) or (N, C, H, W) tensor or arra
     fig.tight_layout()
     return fig
 
-# %% ../nbs/12_data.ipynb #af0d0465
+# %% ../nbs/12_data.ipynb #e355c012
 class TensorDataset(Dataset):
     "Images held in memory, uint8 (N, H, W) or (N, C, H, W), with their labels; `transform` gets a float (C, H, W) in [0, 1]"
     def __init__(self, images:torch.Tensor, labels:torch.Tensor, transform=None, classes:tuple|None=None):
@@ -178,7 +177,7 @@ def fashion_mnist(split:str="train", # "train" or "test"
         x, y = x[keep], y[keep]
     return TensorDataset(x, y, transform, FASHION_MNIST_CLASSES)
 
-# %% ../nbs/12_data.ipynb #5276d529
+# %% ../nbs/12_data.ipynb #438fc494
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 class ImageFolder(Dataset):
@@ -206,7 +205,7 @@ def processor_transform(processor:DeiTImageProcessor):
     "A per-image transform from an image processor: PIL image -> (C, H, W) float tensor"
     return lambda im: processor(im, return_tensors="pt")["pixel_values"][0]
 
-# %% ../nbs/12_data.ipynb #4460a9df
+# %% ../nbs/12_data.ipynb #08219e05
 class RandomCrop:
     "Pad by `padding` pixels (zeros), then cut a random window of the original size: shifts the image by up to `padding`"
     def __init__(self, padding:int=2): self.padding = padding
@@ -220,7 +219,7 @@ class RandomHorizontalFlip:
     def __init__(self, p:float=0.5): self.p = p
     def __call__(self, x): return x.flip(-1) if torch.rand(()) < self.p else x
 
-# %% ../nbs/12_data.ipynb #4fb0b5f3
+# %% ../nbs/12_data.ipynb #9406011f
 def affine(x, angle:float=0., shear:float=0., tx:float=0., ty:float=0.):
     "Rotate by `angle` degrees, shear along x by `shear` degrees, translate by (tx, ty) as fractions of the size"
     a, s = math.radians(angle), math.tan(math.radians(shear))
@@ -270,7 +269,7 @@ class RandomErasing:
                 return x
         return x
 
-# %% ../nbs/12_data.ipynb #7123d0be
+# %% ../nbs/12_data.ipynb #345cd6fb
 class Compose:
     "Apply transforms in order"
     def __init__(self, *tfms): self.tfms = [t for t in tfms if t is not None]
@@ -303,7 +302,7 @@ def eval_transform(mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD) -> Normalize:
     "The evaluation pipeline for small images: normalise only"
     return Normalize(mean, std)
 
-# %% ../nbs/12_data.ipynb #845633b8
+# %% ../nbs/12_data.ipynb #58cbc428
 def smooth_one_hot(labels:torch.Tensor,   # (B,) class indices
                    num_classes:int,       # K
                    smoothing:float=0.0,   # label smoothing: the true class gets 1 - smoothing + smoothing / K

@@ -1,18 +1,17 @@
 """Training with a teacher: the distillation loss against facebookresearch/deit's formula, the data readers, resume
 equality, a short real training run, and the trained student loading in transformers."""
 import gzip, json, math, struct
-from pathlib import Path
 import numpy as np
 import pytest, torch
 import torch.nn.functional as F
 from PIL import Image
 from deit_scratch import (DistillationLoss, DeiTForImageClassification, DeiTForImageClassificationWithTeacher,
-                          DeiTImageProcessor, ImageFolder, TrainConfig, Trainer, load_fashion_mnist, train)
+                          DeiTImageProcessor, ImageFolder, load_fashion_mnist, train)
 from deit_scratch.config import DeiTConfig
 from deit_scratch.data import (read_idx, fashion_mnist, train_transform, eval_transform, Mixup, smooth_one_hot, TensorDataset,
                                FASHION_MNIST_FILES, idx_sha256)
 from deit_scratch.training import ConvNet, fashion_student_config, init_for_training, evaluate, param_groups, warmup_cosine
-from deit_scratch.distillation import Teacher, as_teacher
+from deit_scratch.distillation import Teacher
 
 # ---------------------------------------------------------------- the loss, against facebookresearch/deit's formula
 class FBDistillationLoss(torch.nn.Module):
@@ -222,7 +221,7 @@ def test_resume_gives_the_same_weights(tmp_path, kind):
     assert [json.loads(l)["epoch"] for l in (tmp_path/"b"/"metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 def test_checkpoint_is_weights_only(tmp_path):
-    tr = train(DeiTForImageClassification(_tiny_cfg()), _synthetic(64), epochs=1, batch_size=32, output_dir=tmp_path, progress=False)
+    train(DeiTForImageClassification(_tiny_cfg()), _synthetic(64), epochs=1, batch_size=32, output_dir=tmp_path, progress=False)
     sd = torch.load(tmp_path/"checkpoint.pt", weights_only=True)
     assert sd["epoch"] == 1 and sd["step"] == 2 and set(sd["rng"]) >= {"torch", "python", "numpy"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -275,3 +274,10 @@ def test_student_loads_in_transformers(trained):
         assert (getattr(ours, k) - getattr(theirs, k)).abs().max().item() < 1e-5, k
     assert ref.config.id2label[0] == "T-shirt/top" and ref.config.num_channels == 1
     assert (out/"model"/"preprocessor_config.json").is_file() and (out/"model_ema"/"model.safetensors").is_file()
+
+def test_bf16_autocast_runs():
+    "bf16 autocast (forced: this may be an emulating CPU) trains and evaluates; weights stay float32"
+    tr = train(DeiTForImageClassificationWithTeacher(_tiny_cfg()), _synthetic(64), _synthetic(32, 1), teacher=ConvNet(widths=(4, 4, 4)),
+               epochs=1, batch_size=32, bf16=True, progress=False)
+    assert tr.amp == torch.bfloat16 and next(tr.model.parameters()).dtype == torch.float32
+    assert math.isfinite(tr.history[-1]["train_loss"]) and 0 <= tr.history[-1]["valid_acc_average"] <= 1

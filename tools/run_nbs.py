@@ -16,6 +16,22 @@ def flags(cell) -> set:
     return {f for line in cell.source.splitlines() if re.match(r"\s*#\s*\|\s*\w", line)
               for f in re.sub(r"\s*#\s*\|", "", line).split()}
 
+def collapse_cr(text:str) -> str:
+    "What a terminal shows of text that overwrites itself with carriage returns (progress bars): each line's last non-blank state"
+    out = []
+    for line in text.split("\n"):
+        parts = [p for p in line.split("\r") if p.strip()]
+        out.append(parts[-1] if parts else "")
+    return "\n".join(out)
+
+def compact_streams(nb):
+    "Replace progress-bar streams by their final state, so committed notebooks stay small"
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "stream" and "\r" in "".join(o["text"]):
+                t = collapse_cr("".join(o["text"]))
+                o["text"] = [l for l in t.splitlines(True) if l.strip()]
+
 def run(path:Path, skip:set) -> float:
     nb = read_nb(path)
     t0 = time.perf_counter()
@@ -25,6 +41,7 @@ def run(path:Path, skip:set) -> float:
         def preproc(cell): return bool(flags(cell) & skip)
         sh.run_all(nb, exc_stop=True, preproc=preproc)
     finally: os.chdir(cwd)
+    compact_streams(nb)
     write_nb(nb, path)
     return time.perf_counter() - t0
 
