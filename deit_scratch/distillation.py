@@ -4,7 +4,7 @@
 __all__ = ['DISTILLATION_TYPES', 'teacher_logits', 'DistillationLoss', 'Teacher', 'as_teacher', 'train', 'summarize_runs',
            'ablation_table']
 
-# %% ../nbs/14_distillation.ipynb #cb4d0929
+# %% ../nbs/14_distillation.ipynb #053d642b
 import os
 from pathlib import Path
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from .training import TrainConfig, Trainer, head_logits
 
-# %% ../nbs/14_distillation.ipynb #4c704e20
+# %% ../nbs/14_distillation.ipynb #e600c612
 DISTILLATION_TYPES = ("none", "soft", "hard")
 
 def teacher_logits(out) -> torch.Tensor:
@@ -59,7 +59,7 @@ class DistillationLoss(nn.Module):
         else: kd = F.cross_entropy(dist, t.argmax(dim=1))
         return base * (1 - self.alpha) + kd * self.alpha
 
-# %% ../nbs/14_distillation.ipynb #ac3f9eb4
+# %% ../nbs/14_distillation.ipynb #e7fa2db6
 class Teacher(nn.Module):
     "A frozen teacher, fed the student's inputs converted to what it expects (normalisation, size, channels)"
     def __init__(self, model,                   # module or callable returning logits (or an output with .logits)
@@ -113,7 +113,7 @@ def as_teacher(teacher, **kwargs) -> Teacher:
     if not callable(teacher): raise TypeError(f"a teacher must be a module, a callable or a checkpoint path, got {type(teacher).__name__}")
     return Teacher(teacher, **kwargs)
 
-# %% ../nbs/14_distillation.ipynb #f3ca8522
+# %% ../nbs/14_distillation.ipynb #49fb6e93
 def train(model:nn.Module,                 # the student: a DeiTForImageClassificationWithTeacher to distil into
           train_ds,                        # dataset of (image, label)
           valid_ds=None,                   # dataset evaluated after each epoch
@@ -149,7 +149,7 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
     trainer.fit(stop_after)
     return trainer
 
-# %% ../nbs/14_distillation.ipynb #0fbec7b5
+# %% ../nbs/14_distillation.ipynb #d204b850
 def summarize_runs(runs:list, key:str) -> tuple:
     "Mean and sample standard deviation of `run[key]` over `runs` (NaN std for one run)"
     v = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)

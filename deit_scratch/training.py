@@ -7,7 +7,7 @@ __all__ = ['NO_DECAY_NAMES', 'TEACHER_RECIPE', 'STUDENT_RECIPE', 'ResBlock', 'Co
            'train_epoch', 'fit', 'format_row', 'state_dict', 'load_state_dict', 'save', 'resume', 'plot_history',
            'fashion_student_config', 'init_for_training', 'teacher_transform', 'student_transform']
 
-# %% ../nbs/13_training.ipynb #42435834
+# %% ../nbs/13_training.ipynb #d5aebc73
 import dataclasses, json, math, os, random, sys, tempfile, time
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
 
-# %% ../nbs/13_training.ipynb #8a2fa1af
+# %% ../nbs/13_training.ipynb #81361d9c
 class ResBlock(nn.Module):
     "conv-BN-ReLU-conv-BN plus a shortcut (a 1x1 conv when the shape changes), then ReLU"
     def __init__(self, ni:int, nf:int, stride:int=1):
@@ -45,7 +45,7 @@ class ConvNet(nn.Module):
     def forward(self, x):                                                    # (B, C, H, W)
         return self.head(self.stages(self.stem(x)).mean((2, 3)))             # (B, num_classes)
 
-# %% ../nbs/13_training.ipynb #681e2093
+# %% ../nbs/13_training.ipynb #164619ee
 def save_convnet(model:ConvNet, directory:str|os.PathLike):
     "Write `config.json` and `model.safetensors` for a `ConvNet`"
     from safetensors.torch import save_file
@@ -64,7 +64,7 @@ def load_convnet(directory:str|os.PathLike) -> ConvNet:
 ConvNet.save_pretrained = save_convnet
 ConvNet.from_pretrained = staticmethod(load_convnet)
 
-# %% ../nbs/13_training.ipynb #6fa3ab93
+# %% ../nbs/13_training.ipynb #474908a3
 NO_DECAY_NAMES = ("cls_token", "distillation_token", "position_embeddings", "mask_token")
 
 def param_groups(model:nn.Module,      # the model to optimise
@@ -77,7 +77,7 @@ def param_groups(model:nn.Module,      # the model to optimise
         (no_decay if p.ndim <= 1 or name.split(".")[-1] in NO_DECAY_NAMES else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
-# %% ../nbs/13_training.ipynb #c8fc4e1d
+# %% ../nbs/13_training.ipynb #cb20183d
 def warmup_cosine(step:int,           # optimiser steps done so far
                   total:int,          # all steps of the run
                   warmup:int,         # warmup steps
@@ -90,7 +90,7 @@ def warmup_cosine(step:int,           # optimiser steps done so far
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
 
-# %% ../nbs/13_training.ipynb #977ab6d5
+# %% ../nbs/13_training.ipynb #2d19120a
 def head_logits(outputs) -> dict:
     "name -> (B, K) logits for each head an output has: {'cls', 'distillation', 'average'} or {'logits'}"
     if torch.is_tensor(outputs): return {"logits": outputs}
@@ -104,7 +104,7 @@ def cls_logits(outputs) -> torch.Tensor:
     h = head_logits(outputs)
     return h.get("cls", h.get("logits"))
 
-# %% ../nbs/13_training.ipynb #4c777de3
+# %% ../nbs/13_training.ipynb #becda6f7
 class LabelLoss(nn.Module):
     "Cross-entropy of the class token's head against labels (smoothed) or soft targets (from mixup)"
     def __init__(self, label_smoothing:float=0.0): super().__init__(); self.label_smoothing = label_smoothing
@@ -113,7 +113,7 @@ class LabelLoss(nn.Module):
         if targets.is_floating_point(): return F.cross_entropy(logits, targets)          # soft targets, already smoothed
         return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
-# %% ../nbs/13_training.ipynb #e1d40170
+# %% ../nbs/13_training.ipynb #e8b1cf08
 @torch.no_grad()
 def evaluate(model:nn.Module,        # anything `head_logits` understands the output of
              data,                   # a DataLoader or a dataset of (image, label)
@@ -138,7 +138,7 @@ def evaluate(model:nn.Module,        # anything `head_logits` understands the ou
     finally: model.train(was_training)
     return {k: v / max(n, 1) for k, v in sums.items()}
 
-# %% ../nbs/13_training.ipynb #8b5c248f
+# %% ../nbs/13_training.ipynb #d576db6e
 def native_bf16(device:str|torch.device="cpu") -> bool:
     "Whether `device` computes in bf16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX)"
     device = torch.device(device)
@@ -153,7 +153,7 @@ def autocast_dtype(bf16:bool|None, device) -> torch.dtype|None:
     if bf16 is None: bf16 = native_bf16(device)
     return torch.bfloat16 if bf16 else None
 
-# %% ../nbs/13_training.ipynb #57c0c411
+# %% ../nbs/13_training.ipynb #579422c5
 @dataclass
 class TrainConfig:
     "Hyper-parameters of a training run (defaults: DeiT's recipe scaled to small data; see the table above)"
@@ -180,7 +180,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
-# %% ../nbs/13_training.ipynb #aad3fcb8
+# %% ../nbs/13_training.ipynb #e4327190
 def rng_state() -> dict:
     "The states of torch's, Python's, numpy's (and CUDA's) generators, as weights_only-loadable values"
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -206,7 +206,7 @@ def atomic_save(obj, path:str|os.PathLike):
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
-# %% ../nbs/13_training.ipynb #2c07b2b9
+# %% ../nbs/13_training.ipynb #2af9ff44
 def _is_deit(model) -> bool: return hasattr(model, "config") and hasattr(model, "hf_state_dict")
 
 def save_model(model:nn.Module, directory:str|os.PathLike, image_processor=None):
@@ -255,7 +255,7 @@ class Trainer:
         try: return self.model(self.train_ds[0][0][None].to(self.device))
         finally: self.model.train(was)
 
-# %% ../nbs/13_training.ipynb #9aa54394
+# %% ../nbs/13_training.ipynb #5218fe46
 def _bar(it, total, desc, enabled):
     from tqdm import tqdm
     return tqdm(it, total=total, desc=desc, leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
@@ -286,7 +286,7 @@ def train_epoch(self:Trainer) -> dict:
 
 Trainer.train_epoch = train_epoch
 
-# %% ../nbs/13_training.ipynb #c40dfbd3
+# %% ../nbs/13_training.ipynb #df8168a7
 def fit(self:Trainer, epochs:int|None=None, # train up to this epoch (default: config.epochs)
        ) -> list:
     "Train until epoch `epochs`, evaluating and checkpointing after each; returns the history (one dict per epoch)"
@@ -316,7 +316,7 @@ def format_row(row:dict) -> str:
 
 Trainer.fit = fit
 
-# %% ../nbs/13_training.ipynb #d74a8a72
+# %% ../nbs/13_training.ipynb #fe48d4d8
 def state_dict(self:Trainer) -> dict:
     "Everything needed to continue this run"
     return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
@@ -351,7 +351,7 @@ def resume(self:Trainer, path:str|os.PathLike|None=None) -> Trainer:
 
 Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.resume = state_dict, load_state_dict, save, resume
 
-# %% ../nbs/13_training.ipynb #8bbdc9d2
+# %% ../nbs/13_training.ipynb #755c99af
 def plot_history(history:list,         # `Trainer.history`: one dict per epoch
                  title:str|None=None):
     "Loss and accuracy per epoch: training, validation and (if any) EMA, every head"
@@ -368,7 +368,7 @@ def plot_history(history:list,         # `Trainer.history`: one dict per epoch
     fig.tight_layout()
     return fig
 
-# %% ../nbs/13_training.ipynb #510660bb
+# %% ../nbs/13_training.ipynb #7bbde004
 def fashion_student_config(**kwargs) -> DeiTConfig:
     "The DeiT student of the Fashion-MNIST experiments: 28 px, 4 px patches (7x7 grid), width 96, 6 blocks, 3 heads"
     d = dict(hidden_size=96, num_hidden_layers=6, num_attention_heads=3, intermediate_size=384, image_size=28, patch_size=4,
@@ -383,14 +383,14 @@ def init_for_training(model:nn.Module, std:float=0.02) -> nn.Module:
             if p is not None: nn.init.trunc_normal_(p, std=std, a=-2*std, b=2*std)
     return model
 
-# %% ../nbs/13_training.ipynb #b5946e46
+# %% ../nbs/13_training.ipynb #2e569b1c
 TEACHER_RECIPE = dict(epochs=15, lr=2e-3, ema_decay=None, mixup_alpha=0.0, cutmix_alpha=0.0)   # TrainConfig fields
 
 def teacher_transform(**kwargs):
     "The teacher's training pipeline: `train_transform` with random crops and flips only"
     return train_transform(**{**dict(trivial_augment=False, erasing=0.0), **kwargs})
 
-# %% ../nbs/13_training.ipynb #3b9b8f78
+# %% ../nbs/13_training.ipynb #c82da137
 STUDENT_RECIPE = dict(batch_size=32, lr=7e-4, mix_prob=0.3, ema_decay=0.995)   # TrainConfig fields, on top of the defaults
 
 def student_transform(**kwargs):
