@@ -262,6 +262,7 @@ def _bar(it, total, desc, enabled):
 
 def train_epoch(self:Trainer) -> dict:
     "One pass over the training set; returns the mean training loss and accuracy"
+    torch.set_grad_enabled(True)                                          # whatever the caller had
     self.model.train()
     tot_loss, tot_correct, n = 0., 0, 0
     bar = _bar(self.train_dl, self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.cfg.progress)
