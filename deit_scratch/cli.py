@@ -93,8 +93,9 @@ _CONVERT_EPILOG = """examples:
 
 """
 
-def build_parser() -> argparse.ArgumentParser:
-    "The `deit-scratch` argument parser, with the `predict` and `convert` subcommands"
+def build_parser(*more,  # functions `add(subparsers)` adding more subcommands (notebook 15 adds `train`)
+                ) -> argparse.ArgumentParser:
+    "The `deit-scratch` argument parser, with the `predict` and `convert` subcommands (and `more`)"
     p = _Parser(prog="deit-scratch", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="DeiT from scratch: classify photos with a DeiT checkpoint, or convert checkpoints to transformers' format.")
     p.add_argument("--version", action="version", version=f"deit-scratch {__version__}")
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--processor", metavar="WHICH", help="preprocessor_config.json to write: 'default', 'facebook', or a file, "
                     "directory or hub id to copy; default: copy SRC's when it has one, else write none")
     cv.add_argument("-f", "--force", action="store_true", help="overwrite a checkpoint already in DST")
+    for add in more: add(sub)
     return p
 
 # %% ../nbs/11_cli.ipynb #53121de2
@@ -144,7 +146,9 @@ def run_predict(args:argparse.Namespace) -> int:
     results = []
     for s in range(0, len(args.images), args.batch_size):
         paths = args.images[s:s + args.batch_size]
-        results += predict(model, processor, [load_image(p) for p in paths], top_k=args.top_k, batch_size=args.batch_size)
+        ims = [load_image(p) for p in paths]                                   # RGB
+        if model.config.num_channels == 1: ims = [im.convert("L") for im in ims]  # a grayscale model (e.g. Fashion-MNIST's)
+        results += predict(model, processor, ims, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         doc = {"model": args.model, "model_class": type(model).__name__, "preprocessing": how,
                "results": [{"image": im, "predictions": [p._asdict() for p in preds]} for im, preds in zip(args.images, results)]}
@@ -184,10 +188,12 @@ def one_line(e:BaseException,   # the error
     if isinstance(e, KeyError) or not isinstance(e, (ValueError, OSError, TypeError, RuntimeError)): msg = f"{type(e).__name__}: {msg}"
     return msg if len(msg) <= max_len else msg[:max_len] + " ... (cut; DEIT_SCRATCH_DEBUG=1 shows all)"
 
-def main(argv:list|None=None, # the arguments after the program name (None: sys.argv[1:])
+def main(argv:list|None=None,    # the arguments after the program name (None: sys.argv[1:])
+         commands:dict|None=None,  # more subcommands: name -> (add(subparsers), run(args) -> exit code)
         ) -> int:
     "The `deit-scratch` command: run it, return the exit code"
-    parser = build_parser()
+    commands = {"predict": (None, run_predict), "convert": (None, run_convert), **(commands or {})}
+    parser = build_parser(*[add for add, _ in commands.values() if add is not None])
     try: args = parser.parse_args(argv)
     except SystemExit as e: return e.code if isinstance(e.code, int) else EXIT_USAGE     # --help, --version, usage errors
     if args.command is None: parser.print_help(sys.stderr); return EXIT_USAGE
@@ -195,7 +201,7 @@ def main(argv:list|None=None, # the arguments after the program name (None: sys.
     try:
         with warnings.catch_warnings():
             warnings.showwarning = warn
-            return (run_predict if args.command == "predict" else run_convert)(args)
+            return commands[args.command][1](args)
     except KeyboardInterrupt: print("deit-scratch: interrupted", file=sys.stderr); return 130
     except Exception as e:
         if os.environ.get("DEIT_SCRATCH_DEBUG"): raise

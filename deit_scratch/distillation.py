@@ -134,9 +134,8 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
     base = lambda logits, targets: (F.cross_entropy(logits.float(), targets) if targets.is_floating_point()
                                     else F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing))
     loss_fn = DistillationLoss(base, teacher, distillation_type, alpha, tau)
-    trainer = Trainer(model, train_ds, valid_ds, cfg, loss_fn=loss_fn, output_dir=output_dir, image_processor=image_processor)
     if distillation_type != "none":
-        x0 = train_ds[0][0][None].to(trainer.device)
+        x0 = train_ds[0][0][None].to(next(model.parameters()).device)
         was = model.training; model.eval()
         with torch.no_grad(): probe_s, probe_t = head_logits(model(x0)), teacher(x0)
         model.train(was)
@@ -145,6 +144,7 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
                              f"(DeiTForImageClassificationWithTeacher), got {type(model).__name__}")
         if probe_t.shape[-1] != probe_s["distillation"].shape[-1]:
             raise ValueError(f"the teacher has {probe_t.shape[-1]} classes but the student has {probe_s['distillation'].shape[-1]}")
+    trainer = Trainer(model, train_ds, valid_ds, cfg, loss_fn=loss_fn, output_dir=output_dir, image_processor=image_processor)
     if resume: trainer.resume()
     trainer.fit(stop_after)
     return trainer

@@ -2,13 +2,14 @@
 
 # %% auto #0
 __all__ = ['NO_DECAY_NAMES', 'TEACHER_RECIPE', 'STUDENT_RECIPE', 'ResBlock', 'ConvNet', 'save_convnet', 'load_convnet',
-           'param_groups', 'warmup_cosine', 'head_logits', 'cls_logits', 'LabelLoss', 'evaluate', 'native_bf16',
-           'autocast_dtype', 'TrainConfig', 'rng_state', 'set_rng_state', 'atomic_save', 'save_model', 'Trainer',
-           'train_epoch', 'fit', 'format_row', 'state_dict', 'load_state_dict', 'save', 'resume', 'plot_history',
-           'fashion_student_config', 'init_for_training', 'teacher_transform', 'student_transform']
+           'param_groups', 'warmup_cosine', 'head_logits', 'cls_logits', 'LabelLoss', 'eval_sums', 'evaluate',
+           'native_bf16', 'autocast_dtype', 'TrainConfig', 'rng_state', 'set_rng_state', 'atomic_save', 'save_model',
+           'dist_info', 'all_reduce_sums', 'Trainer', 'train_epoch', 'fit', 'format_row', 'state_dict',
+           'load_state_dict', 'save', 'resume', 'plot_history', 'fashion_student_config', 'init_for_training',
+           'teacher_transform', 'student_transform']
 
 # %% ../nbs/13_training.ipynb #d5aebc73
-import dataclasses, json, math, os, random, sys, tempfile, time
+import dataclasses, json, math, os, random, sys, tempfile, time, warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch import distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
@@ -115,15 +118,8 @@ class LabelLoss(nn.Module):
 
 # %% ../nbs/13_training.ipynb #e8b1cf08
 @torch.no_grad()
-def evaluate(model:nn.Module,        # anything `head_logits` understands the output of
-             data,                   # a DataLoader or a dataset of (image, label)
-             batch_size:int=512,     # when `data` is a dataset
-             device=None,            # default: the model's
-             autocast_dtype=None,    # e.g. torch.bfloat16
-            ) -> dict:
-    "`{'loss': ..., 'acc_<head>': ...}` of `model` on `data` (cross-entropy of the class token's head)"
-    dl = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
-    device = device or next(model.parameters()).device
+def eval_sums(model:nn.Module, dl, device, autocast_dtype=None) -> tuple:
+    "`({'loss': summed loss, 'acc_<head>': correct count}, images)` of `model` over the batches of `dl`"
     was_training = model.training; model.eval()
     sums, n = {}, 0
     try:
@@ -136,6 +132,17 @@ def evaluate(model:nn.Module,        # anything `head_logits` understands the ou
             for k, v in heads.items(): sums[f"acc_{k}"] = sums.get(f"acc_{k}", 0) + (v.argmax(-1) == yb).sum().item()
             n += len(yb)
     finally: model.train(was_training)
+    return sums, n
+
+def evaluate(model:nn.Module,        # anything `head_logits` understands the output of
+             data,                   # a DataLoader or a dataset of (image, label)
+             batch_size:int=512,     # when `data` is a dataset
+             device=None,            # default: the model's
+             autocast_dtype=None,    # e.g. torch.bfloat16
+            ) -> dict:
+    "`{'loss': ..., 'acc_<head>': ...}` of `model` on `data` (cross-entropy of the class token's head)"
+    dl = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+    sums, n = eval_sums(model, dl, device or next(model.parameters()).device, autocast_dtype)
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 # %% ../nbs/13_training.ipynb #d576db6e
@@ -215,6 +222,18 @@ def save_model(model:nn.Module, directory:str|os.PathLike, image_processor=None)
     elif hasattr(model, "save_pretrained"): model.save_pretrained(directory)
     else: raise TypeError(f"cannot save a {type(model).__name__}: it has no save_pretrained")
 
+def dist_info() -> tuple:
+    "`(rank, world_size)` of this process: `(0, 1)` unless `torch.distributed` is initialised"
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+def all_reduce_sums(sums:dict, device) -> dict:
+    "Each value of `sums` summed over all processes (the same dict with one process)"
+    if dist_info()[1] == 1: return dict(sums)
+    keys = sorted(sums)
+    t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))
+
 class Trainer:
     "Train `model` on `train_ds`, evaluating on `valid_ds`, with the loss in the `loss_fn(inputs, outputs, targets)` slot"
     def __init__(self, model:nn.Module,           # any classifier whose output `head_logits` understands
@@ -225,35 +244,58 @@ class Trainer:
                  output_dir:str|os.PathLike|None=None, # where checkpoints and the model go (None: nowhere)
                  image_processor=None,            # saved with the model (its preprocessor_config.json)
                  device=None):                    # default: the model's
-        self.cfg = config or TrainConfig()
+        self.cfg = cfg = config or TrainConfig()
         self.model, self.train_ds, self.valid_ds = model, train_ds, valid_ds
-        self.loss_fn = loss_fn if loss_fn is not None else LabelLoss(self.cfg.label_smoothing)
+        self.loss_fn = loss_fn if loss_fn is not None else LabelLoss(cfg.label_smoothing)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.image_processor = image_processor
+        self.rank, self.world_size = dist_info()
+        self.is_main = self.rank == 0
+        if cfg.batch_size % self.world_size:
+            raise ValueError(f"batch_size={cfg.batch_size} is the global batch: it must divide evenly over the {self.world_size} processes")
+        if len(train_ds) < self.world_size: raise ValueError(f"{len(train_ds)} training images for {self.world_size} processes")
+        self.local_batch_size = cfg.batch_size // self.world_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
-        self.amp = autocast_dtype(self.cfg.bf16, self.device)
-        torch.manual_seed(self.cfg.seed); random.seed(self.cfg.seed); np.random.seed(self.cfg.seed)
-        self.train_dl = DataLoader(train_ds, batch_size=self.cfg.batch_size, shuffle=True, drop_last=len(train_ds) > self.cfg.batch_size,
-                                   num_workers=self.cfg.num_workers)
-        self.steps_per_epoch = len(self.train_dl)
-        total, warm = self.cfg.epochs * self.steps_per_epoch, round(self.cfg.warmup_epochs * self.steps_per_epoch)
-        self.opt = torch.optim.AdamW(param_groups(model, self.cfg.weight_decay), lr=self.cfg.lr, betas=tuple(self.cfg.betas))
-        lr_at = partial(warmup_cosine, total=total, warmup=warm, lr=self.cfg.lr, min_lr=self.cfg.min_lr, warmup_lr=self.cfg.warmup_lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: lr_at(step) / self.cfg.lr)
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
-                    if self.cfg.ema_decay else None)
+        self.amp = autocast_dtype(cfg.bf16, self.device)
         num_classes = cls_logits(self._probe()).shape[-1]
-        self.mixup = (Mixup(num_classes, self.cfg.mixup_alpha, self.cfg.cutmix_alpha, self.cfg.mix_prob, self.cfg.switch_prob,
-                            self.cfg.label_smoothing) if self.cfg.mixup_alpha > 0 or self.cfg.cutmix_alpha > 0 else None)
+        self.frozen = self._freeze_unused()
+        self.net = (DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if self.world_size > 1 else model)                    # what the training step calls
+        torch.manual_seed(cfg.seed + self.rank); random.seed(cfg.seed + self.rank); np.random.seed(cfg.seed + self.rank)
+        self.sampler = DistributedSampler(train_ds, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        self.train_dl = DataLoader(train_ds, batch_size=self.local_batch_size, sampler=self.sampler,
+                                   drop_last=len(self.sampler) > self.local_batch_size, num_workers=cfg.num_workers)
+        self.steps_per_epoch = len(self.train_dl)
+        total, warm = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+        lr_at = partial(warmup_cosine, total=total, warmup=warm, lr=cfg.lr, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: lr_at(step) / cfg.lr)
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                    if cfg.ema_decay else None)
+        self.mixup = (Mixup(num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, cfg.switch_prob,
+                            cfg.label_smoothing) if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
         self.epoch, self.step, self.history = 0, 0, []
 
-    @torch.no_grad()
     def _probe(self):
-        "One forward on one training image, to learn the number of classes (without touching the generators)"
+        "One forward on one training image, to learn the number of classes"
         was = self.model.training; self.model.eval()
-        try: return self.model(self.train_ds[0][0][None].to(self.device))
+        try:
+            with torch.no_grad(): return self.model(self.train_ds[0][0][None].to(self.device))
         finally: self.model.train(was)
+
+    def _freeze_unused(self) -> list:
+        "Freeze the parameters this loss never reaches (e.g. the distillation head with no teacher); returns their names"
+        x, y = self.train_ds[0]                                              # (C, H, W), ()
+        was = self.model.training; self.model.eval()
+        try:
+            with torch.enable_grad():
+                x, y = x[None].to(self.device), torch.as_tensor(y)[None].to(self.device)
+                self.loss_fn(x, self.model(x), y).backward()
+            unused = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
+        finally: self.model.zero_grad(set_to_none=True); self.model.train(was)
+        for _, p in unused: p.requires_grad_(False)     # AdamW skips them (as it skips gradient-less ones); DDP needs no search
+        return [n for n, _ in unused]
 
 # %% ../nbs/13_training.ipynb #5218fe46
 def _bar(it, total, desc, enabled):
@@ -261,51 +303,63 @@ def _bar(it, total, desc, enabled):
     return tqdm(it, total=total, desc=desc, leave=False, disable=not enabled, file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
 
 def train_epoch(self:Trainer) -> dict:
-    "One pass over the training set; returns the mean training loss and accuracy"
-    torch.set_grad_enabled(True)                                          # whatever the caller had
+    "One pass over the training set; returns the mean training loss and accuracy (over all processes)"
     self.model.train()
+    self.sampler.set_epoch(self.epoch)                                   # this epoch's permutation
     tot_loss, tot_correct, n = 0., 0, 0
-    bar = _bar(self.train_dl, self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.cfg.progress)
-    for xb, yb in bar:
-        xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-        targets = yb
-        if self.mixup is not None: xb, targets = self.mixup(xb, yb)          # soft targets (B, K)
-        with torch.autocast(self.device.type, self.amp, enabled=self.amp is not None):
-            out = self.model(xb)
-            loss = self.loss_fn(xb, out, targets)
-        if not torch.isfinite(loss): raise FloatingPointError(f"the loss is {loss.item()} at step {self.step} (epoch {self.epoch + 1}): lower lr or check the data")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.clip_grad: nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-        self.opt.step(); self.sched.step(); self.step += 1
-        if self.ema is not None: self.ema.update_parameters(self.model)
-        hard = targets.argmax(-1) if targets.is_floating_point() else targets
-        tot_loss += loss.item() * len(yb); tot_correct += (cls_logits(out).argmax(-1) == hard).sum().item(); n += len(yb)
-        bar.set_postfix(loss=f"{tot_loss / n:.3f}", acc=f"{tot_correct / n:.3f}", refresh=False)
+    bar = _bar(self.train_dl, self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.epochs}", self.cfg.progress and self.is_main)
+    with torch.enable_grad():                                           # whatever the caller had
+        for xb, yb in bar:
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+            targets = yb
+            if self.mixup is not None: xb, targets = self.mixup(xb, yb)      # soft targets (B, K)
+            with torch.autocast(self.device.type, self.amp, enabled=self.amp is not None):
+                out = self.net(xb)
+                loss = self.loss_fn(xb, out, targets)
+            if not torch.isfinite(loss): raise FloatingPointError(f"the loss is {loss.item()} at step {self.step} (epoch {self.epoch + 1}): lower lr or check the data")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()                                             # (with DDP: gradients averaged over the processes)
+            if self.cfg.clip_grad: nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            self.opt.step(); self.sched.step(); self.step += 1
+            if self.ema is not None: self.ema.update_parameters(self.model)
+            hard = targets.argmax(-1) if targets.is_floating_point() else targets
+            tot_loss += loss.item() * len(yb); tot_correct += (cls_logits(out).argmax(-1) == hard).sum().item(); n += len(yb)
+            bar.set_postfix(loss=f"{tot_loss / n:.3f}", acc=f"{tot_correct / n:.3f}", refresh=False)
     bar.close()
-    return {"train_loss": tot_loss / n, "train_acc": tot_correct / n}
+    s = all_reduce_sums({"loss": tot_loss, "correct": tot_correct, "n": n}, self.device)
+    return {"train_loss": s["loss"] / s["n"], "train_acc": s["correct"] / s["n"]}
 
 Trainer.train_epoch = train_epoch
 
 # %% ../nbs/13_training.ipynb #df8168a7
+def _evaluate(self:Trainer, model:nn.Module) -> dict:
+    "`evaluate` on this process's share of the validation set, summed over all processes"
+    ds = self.valid_ds if self.world_size == 1 else Subset(self.valid_ds, range(self.rank, len(self.valid_ds), self.world_size))
+    sums, n = eval_sums(model, DataLoader(ds, batch_size=self.cfg.eval_batch_size), self.device, self.amp)
+    sums = all_reduce_sums({**sums, "n": n}, self.device)
+    n = sums.pop("n")
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
 def fit(self:Trainer, epochs:int|None=None, # train up to this epoch (default: config.epochs)
        ) -> list:
     "Train until epoch `epochs`, evaluating and checkpointing after each; returns the history (one dict per epoch)"
     epochs = self.cfg.epochs if epochs is None else epochs
     if epochs > self.cfg.epochs: raise ValueError(f"epochs={epochs} is past the schedule's end ({self.cfg.epochs} epochs in the config)")
+    if self.valid_ds is not None and len(self.valid_ds) < self.world_size:
+        raise ValueError(f"{len(self.valid_ds)} validation images for {self.world_size} processes")
     while self.epoch < epochs:
         t0 = time.perf_counter()
         row = {"epoch": self.epoch + 1, **self.train_epoch()}
         row["lr"] = self.opt.param_groups[0]["lr"]
         row["train_time"] = time.perf_counter() - t0
-        row["images_per_s"] = len(self.train_dl) * self.cfg.batch_size / row["train_time"] if self.train_dl.drop_last else len(self.train_ds) / row["train_time"]
+        images = (self.steps_per_epoch * self.local_batch_size if self.train_dl.drop_last else len(self.sampler)) * self.world_size
+        row["images_per_s"] = images / row["train_time"]
         if self.valid_ds is not None:
-            row.update({f"valid_{k}": v for k, v in evaluate(self.model, self.valid_ds, self.cfg.eval_batch_size, self.device, self.amp).items()})
-            if self.ema is not None:
-                row.update({f"ema_{k}": v for k, v in evaluate(self.ema.module, self.valid_ds, self.cfg.eval_batch_size, self.device, self.amp).items()})
+            row.update({f"valid_{k}": v for k, v in _evaluate(self, self.model).items()})
+            if self.ema is not None: row.update({f"ema_{k}": v for k, v in _evaluate(self, self.ema.module).items()})
         self.epoch += 1
         self.history.append(row)
-        if self.cfg.progress: print(format_row(row), flush=True)
+        if self.cfg.progress and self.is_main: print(format_row(row), flush=True)
         if self.output_dir is not None: self.save()
     return self.history
 
@@ -319,10 +373,14 @@ Trainer.fit = fit
 
 # %% ../nbs/13_training.ipynb #fe48d4d8
 def state_dict(self:Trainer) -> dict:
-    "Everything needed to continue this run"
+    "Everything needed to continue this run (with many processes: call it on all of them, it gathers their generators)"
+    rng = [rng_state()]
+    if self.world_size > 1:
+        rng = [None] * self.world_size
+        dist.all_gather_object(rng, rng_state())
     return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None, "epoch": self.epoch, "step": self.step,
-            "history": self.history, "config": self.cfg.to_dict(), "rng": rng_state()}
+            "history": self.history, "config": self.cfg.to_dict(), "world_size": self.world_size, "rng": rng}
 
 def load_state_dict(self:Trainer, sd:dict):
     "Continue from `state_dict()`'s result (generators included)"
@@ -333,15 +391,21 @@ def load_state_dict(self:Trainer, sd:dict):
     self.model.load_state_dict(sd["model"]); self.opt.load_state_dict(sd["optimizer"]); self.sched.load_state_dict(sd["scheduler"])
     if self.ema is not None: self.ema.load_state_dict(sd["ema"])
     self.epoch, self.step, self.history = sd["epoch"], sd["step"], list(sd["history"])
-    set_rng_state(sd["rng"])
+    rng = sd["rng"] if isinstance(sd["rng"], list) else [sd["rng"]]
+    if len(rng) == self.world_size: set_rng_state(rng[self.rank])
+    elif self.is_main: warnings.warn(f"the checkpoint was written by {len(rng)} processes and this run has {self.world_size}: the "
+                                     "schedule and data order continue, the augmentations draw new random numbers")
 
 def save(self:Trainer):
-    "Write checkpoint.pt (atomically), the model (model/, model_ema/) and metrics.jsonl to the output folder"
-    d = self.output_dir
-    save_model(self.model, d/"model", self.image_processor)
-    if self.ema is not None: save_model(self.ema.module, d/"model_ema", self.image_processor)
-    (d/"metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
-    atomic_save(self.state_dict(), d/"checkpoint.pt")
+    "Write checkpoint.pt (atomically), the model (model/, model_ema/) and metrics.jsonl to the output folder (rank 0 only)"
+    sd = self.state_dict()                                              # every process: it gathers the generators
+    if self.is_main:
+        d = self.output_dir
+        save_model(self.model, d/"model", self.image_processor)
+        if self.ema is not None: save_model(self.ema.module, d/"model_ema", self.image_processor)
+        (d/"metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        atomic_save(sd, d/"checkpoint.pt")
+    if self.world_size > 1: dist.barrier()                              # nobody goes on before the checkpoint is complete
 
 def resume(self:Trainer, path:str|os.PathLike|None=None) -> Trainer:
     "Load `path` (default: output_dir/checkpoint.pt) and continue from it"
