@@ -6,7 +6,7 @@ __all__ = ['FASHION_PRESET', 'RUN_FILES', 'COMMANDS', 'student_from', 'pil_to_te
            'under_torchrun', 'init_distributed', 'add_train_parser', 'run_settings', 'check_output', 'teacher_from',
            'run_train', 'main']
 
-# %% ../nbs/15_launch.ipynb #7028a4f2
+# %% ../nbs/15_launch.ipynb #4378584b
 import argparse, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ from .training import (TrainConfig, Trainer, dist_info, fashion_student_config, 
 from .distillation import DistillationLoss, Teacher, DISTILLATION_TYPES, train
 from .cli import main as cli_main, one_line, resolve_config, _positive_int, _device, EXIT_OK, EXIT_ERROR
 
-# %% ../nbs/15_launch.ipynb #98a52a0c
+# %% ../nbs/15_launch.ipynb #3780d1be
 FASHION_PRESET = "fashion-student"      # notebook 13's Fashion-MNIST student (28 px, 1 channel), as a preset name
 
 def _preset_key(ref:str) -> str|None:
@@ -71,7 +71,7 @@ def student_from(ref:str,                 # a preset name, or any checkpoint `lo
     return model.train(), {"source": str(ref), "format": info["format"], "new": new,
                            "resampled": [f"{k} {a} -> {b}" for k, a, b in info["resampled_keys"]]}
 
-# %% ../nbs/15_launch.ipynb #42b01f85
+# %% ../nbs/15_launch.ipynb #6f675bca
 def pil_to_tensor(im:Image.Image, num_channels:int=3) -> torch.Tensor:
     "A PIL image as a float (C, H, W) tensor in [0, 1], in RGB (3 channels) or grayscale (1)"
     im = im.convert("RGB" if num_channels == 3 else "L")
@@ -108,7 +108,7 @@ def photo_train_transform(size:int,                  # training resolution
     return Compose(lambda im: pil_to_tensor(im, num_channels), RandomResizedCrop(size, scale), RandomHorizontalFlip(),
                    RandomErasing(erasing) if erasing else None, Normalize(mean, std))
 
-# %% ../nbs/15_launch.ipynb #e2bd9ebc
+# %% ../nbs/15_launch.ipynb #4addbb06
 def check_images(paths:list) -> list:
     "`[(path, reason), ...]` for the files PIL cannot open or whose data it finds broken"
     bad = []
@@ -132,7 +132,7 @@ def split_per_class(labels:torch.Tensor,   # (N,) class of each item
         va += idx[:k].tolist(); tr += idx[k:].tolist()
     return sorted(tr), sorted(va)
 
-# %% ../nbs/15_launch.ipynb #d5d68456
+# %% ../nbs/15_launch.ipynb #545a32e1
 class FitInput:
     "Resize a (C, H, W) tensor to `size` (bicubic, antialiased) and repeat a gray channel to `num_channels`"
     def __init__(self, size:int, num_channels:int): self.size, self.num_channels = size, num_channels
@@ -199,7 +199,7 @@ def training_data(data:str,                 # "fashion-mnist" or a folder of cla
     train_ds = Subset(full, train_idx) if len(train_idx) != len(full) else full
     return dict(train=train_ds, valid=valid, classes=full.classes, skipped=skipped, val_files=val_files)
 
-# %% ../nbs/15_launch.ipynb #d5e263d9
+# %% ../nbs/15_launch.ipynb #62945449
 def under_torchrun() -> bool:
     "Was this process started by torchrun (or another launcher setting RANK and WORLD_SIZE) with more than one process?"
     return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -218,7 +218,7 @@ def init_distributed(device:str|None=None, # "cpu", "cuda", ... (default: cuda w
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s), **kw)
     return dev
 
-# %% ../nbs/15_launch.ipynb #835c7475
+# %% ../nbs/15_launch.ipynb #8f2fcde5
 _TRAIN_EPILOG = """DATA is 'fashion-mnist' (the 60,000 training images; validation on the 10,000 test images) or a folder of class
 folders (DATA/<class>/<image>, any format PIL reads); without --val, 10% of each class is held out (the same images
 every run: see DIR/split.json). Unreadable images are skipped and listed (DIR/skipped_images.txt).
@@ -273,6 +273,8 @@ def add_train_parser(sub):
     t.add_argument("-b", "--batch-size", type=_positive_int, metavar="B", help="global batch size (default: 64; fashion-student: 32)")
     t.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: 5e-4 x B / 512; fashion-student: 7e-4)")
     t.add_argument("--warmup-epochs", type=float, default=None, metavar="E", help="linear warmup in epochs (default: 1)")
+    t.add_argument("--ema-decay", type=_fraction, default=None, metavar="D", help="decay of the weights' EMA (model_ema/; default: 0.998, "
+                   "fashion-student: 0.995; short runs want less, e.g. 0.99; 0: no EMA)")
     t.add_argument("--image-size", type=_positive_int, metavar="S", help="training resolution (default: the model's)")
     t.add_argument("--val", metavar="DIR", help="a folder of class folders to validate on (default: hold out --val-fraction of DATA)")
     t.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F", help="share of each class held out (default: 0.1; 0: none)")
@@ -287,7 +289,7 @@ def add_train_parser(sub):
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     g.add_argument("-f", "--force", action="store_true", help="replace the run in DIR")
 
-# %% ../nbs/15_launch.ipynb #1fa6d584
+# %% ../nbs/15_launch.ipynb #5271da82
 RUN_FILES = ("run.json", "split.json", "skipped_images.txt", "metrics.jsonl", "history.png", "checkpoint.pt", "model", "model_ema")
 _NOT_THE_RUN = ("output", "resume", "force", "device", "num_workers", "no_progress", "stop_after", "command")
 
@@ -311,7 +313,7 @@ def check_output(out:Path, settings:dict, resume:bool, force:bool) -> str:
         raise ValueError(f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or --force to replace it")
     return "replace" if held else "new"
 
-# %% ../nbs/15_launch.ipynb #e271c861
+# %% ../nbs/15_launch.ipynb #6f1db883
 def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet directory
                  student_processor:DeiTImageProcessor, # the student's normalisation
                  num_channels:int,              # the student's input channels
@@ -331,7 +333,7 @@ def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet 
                    teacher_mean=tp.image_mean, teacher_std=tp.image_std, size=size,
                    num_channels=model.config.num_channels if model.config.num_channels != num_channels else None)
 
-# %% ../nbs/15_launch.ipynb #1df2ed65
+# %% ../nbs/15_launch.ipynb #623d0b6a
 def _say(*a):
     if dist_info()[0] == 0: print(*a, flush=True)
 
@@ -343,6 +345,7 @@ def _defaults(args) -> dict:
     if args.lr: recipe["lr"] = args.lr
     elif not fashion: recipe["lr"] = 5e-4 * recipe["batch_size"] / 512
     if args.warmup_epochs is not None: recipe["warmup_epochs"] = args.warmup_epochs
+    if args.ema_decay is not None: recipe["ema_decay"] = args.ema_decay or None
     return dict(recipe, epochs=args.epochs, seed=args.seed, num_workers=args.num_workers, progress=not args.no_progress,
                 bf16={"auto": None, "bf16": True, "fp32": False}[args.precision])
 
@@ -415,7 +418,8 @@ def _run_train(args, device) -> int:
         last = trainer.history[-1]
         acc = {k: v for k, v in last.items() if k.startswith(("valid_acc", "ema_acc"))}
         _say(f"done: epoch {trainer.epoch}/{args.epochs}" + "".join(f", {k} {v:.4f}" for k, v in acc.items()))
-        _say(f"student: {out/'model'} (EMA: {out/'model_ema'}); try: deit-scratch predict IMAGE --model {out/'model'}")
+        _say(f"student: {out/'model'}" + (f" (EMA: {out/'model_ema'})" if trainer.ema is not None else "") +
+             f"; try: deit-scratch predict IMAGE --model {out/'model'}")
     return EXIT_OK
 
 def _own_normalisation(ref, config) -> tuple:
@@ -433,5 +437,5 @@ def main(argv:list|None=None, # the arguments after the program name (None: sys.
     "The `deit-scratch` command with every subcommand: predict, convert (notebook 11) and train"
     return cli_main(argv, COMMANDS)
 
-# %% ../nbs/15_launch.ipynb #1926093f
+# %% ../nbs/15_launch.ipynb #f4b7ac98
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

@@ -213,8 +213,10 @@ def _hf(tmp_path, ckpt):
 
 def test_fine_tune_from_a_facebookresearch_pth_with_other_classes(tmp_path, capsys, photos, ckpt, work):
     out = tmp_path/"fb"
-    code, o, e = cli(capsys, *train_args(photos, out, "--model", work/"fb.pth", "--config", work/"fb_config.json", "--stop-after", 1))
+    code, o, e = cli(capsys, *train_args(photos, out, "--model", work/"fb.pth", "--config", work/"fb_config.json", "--stop-after", 1,
+                                         "--ema-decay", 0))
     assert code == 0, e
+    assert not (out/"model_ema").exists() and "EMA" not in o                   # --ema-decay 0: no EMA
     assert "new tensors: classifier.weight, classifier.bias" in o
     m = load_model(out/"model")
     assert type(m).__name__ == "DeiTForImageClassification" and m.config.num_labels == 3 and m.config.use_distillation_token
