@@ -6,7 +6,7 @@ __all__ = ['FASHION_PRESET', 'RUN_FILES', 'COMMANDS', 'student_from', 'pil_to_te
            'under_torchrun', 'init_distributed', 'add_train_parser', 'run_settings', 'check_output', 'teacher_from',
            'run_train', 'main']
 
-# %% ../nbs/15_launch.ipynb #4378584b
+# %% ../nbs/15_launch.ipynb #0ac6475d
 import argparse, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ from .training import (TrainConfig, Trainer, dist_info, fashion_student_config, 
 from .distillation import DistillationLoss, Teacher, DISTILLATION_TYPES, train
 from .cli import main as cli_main, one_line, resolve_config, _positive_int, _device, EXIT_OK, EXIT_ERROR
 
-# %% ../nbs/15_launch.ipynb #3780d1be
+# %% ../nbs/15_launch.ipynb #30305300
 FASHION_PRESET = "fashion-student"      # notebook 13's Fashion-MNIST student (28 px, 1 channel), as a preset name
 
 def _preset_key(ref:str) -> str|None:
@@ -71,7 +71,7 @@ def student_from(ref:str,                 # a preset name, or any checkpoint `lo
     return model.train(), {"source": str(ref), "format": info["format"], "new": new,
                            "resampled": [f"{k} {a} -> {b}" for k, a, b in info["resampled_keys"]]}
 
-# %% ../nbs/15_launch.ipynb #6f675bca
+# %% ../nbs/15_launch.ipynb #d28a176e
 def pil_to_tensor(im:Image.Image, num_channels:int=3) -> torch.Tensor:
     "A PIL image as a float (C, H, W) tensor in [0, 1], in RGB (3 channels) or grayscale (1)"
     im = im.convert("RGB" if num_channels == 3 else "L")
@@ -108,7 +108,7 @@ def photo_train_transform(size:int,                  # training resolution
     return Compose(lambda im: pil_to_tensor(im, num_channels), RandomResizedCrop(size, scale), RandomHorizontalFlip(),
                    RandomErasing(erasing) if erasing else None, Normalize(mean, std))
 
-# %% ../nbs/15_launch.ipynb #4addbb06
+# %% ../nbs/15_launch.ipynb #31d4bf52
 def check_images(paths:list) -> list:
     "`[(path, reason), ...]` for the files PIL cannot open or whose data it finds broken"
     bad = []
@@ -132,7 +132,7 @@ def split_per_class(labels:torch.Tensor,   # (N,) class of each item
         va += idx[:k].tolist(); tr += idx[k:].tolist()
     return sorted(tr), sorted(va)
 
-# %% ../nbs/15_launch.ipynb #545a32e1
+# %% ../nbs/15_launch.ipynb #8d300ff6
 class FitInput:
     "Resize a (C, H, W) tensor to `size` (bicubic, antialiased) and repeat a gray channel to `num_channels`"
     def __init__(self, size:int, num_channels:int): self.size, self.num_channels = size, num_channels
@@ -199,7 +199,7 @@ def training_data(data:str,                 # "fashion-mnist" or a folder of cla
     train_ds = Subset(full, train_idx) if len(train_idx) != len(full) else full
     return dict(train=train_ds, valid=valid, classes=full.classes, skipped=skipped, val_files=val_files)
 
-# %% ../nbs/15_launch.ipynb #62945449
+# %% ../nbs/15_launch.ipynb #32a51a01
 def under_torchrun() -> bool:
     "Was this process started by torchrun (or another launcher setting RANK and WORLD_SIZE) with more than one process?"
     return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -218,7 +218,7 @@ def init_distributed(device:str|None=None, # "cpu", "cuda", ... (default: cuda w
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s), **kw)
     return dev
 
-# %% ../nbs/15_launch.ipynb #8f2fcde5
+# %% ../nbs/15_launch.ipynb #50cbc23b
 _TRAIN_EPILOG = """DATA is 'fashion-mnist' (the 60,000 training images; validation on the 10,000 test images) or a folder of class
 folders (DATA/<class>/<image>, any format PIL reads); without --val, 10% of each class is held out (the same images
 every run: see DIR/split.json). Unreadable images are skipped and listed (DIR/skipped_images.txt).
@@ -289,7 +289,7 @@ def add_train_parser(sub):
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     g.add_argument("-f", "--force", action="store_true", help="replace the run in DIR")
 
-# %% ../nbs/15_launch.ipynb #5271da82
+# %% ../nbs/15_launch.ipynb #d5b8765d
 RUN_FILES = ("run.json", "split.json", "skipped_images.txt", "metrics.jsonl", "history.png", "checkpoint.pt", "model", "model_ema")
 _NOT_THE_RUN = ("output", "resume", "force", "device", "num_workers", "no_progress", "stop_after", "command")
 
@@ -313,7 +313,7 @@ def check_output(out:Path, settings:dict, resume:bool, force:bool) -> str:
         raise ValueError(f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or --force to replace it")
     return "replace" if held else "new"
 
-# %% ../nbs/15_launch.ipynb #6f1db883
+# %% ../nbs/15_launch.ipynb #0d34d2f3
 def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet directory
                  student_processor:DeiTImageProcessor, # the student's normalisation
                  num_channels:int,              # the student's input channels
@@ -333,7 +333,7 @@ def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet 
                    teacher_mean=tp.image_mean, teacher_std=tp.image_std, size=size,
                    num_channels=model.config.num_channels if model.config.num_channels != num_channels else None)
 
-# %% ../nbs/15_launch.ipynb #623d0b6a
+# %% ../nbs/15_launch.ipynb #5c5f7b36
 def _say(*a):
     if dist_info()[0] == 0: print(*a, flush=True)
 
@@ -437,5 +437,5 @@ def main(argv:list|None=None, # the arguments after the program name (None: sys.
     "The `deit-scratch` command with every subcommand: predict, convert (notebook 11) and train"
     return cli_main(argv, COMMANDS)
 
-# %% ../nbs/15_launch.ipynb #f4b7ac98
+# %% ../nbs/15_launch.ipynb #6962f2c6
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
