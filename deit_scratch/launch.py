@@ -2,11 +2,11 @@
 
 # %% auto #0
 __all__ = ['FASHION_PRESET', 'RUN_FILES', 'COMMANDS', 'student_from', 'pil_to_tensor', 'RandomResizedCrop',
-           'photo_train_transform', 'check_images', 'split_per_class', 'FitInput', 'student_processor', 'training_data',
-           'under_torchrun', 'init_distributed', 'add_train_parser', 'run_settings', 'check_output', 'teacher_from',
-           'run_train', 'main']
+           'photo_train_transform', 'check_images', 'split_per_class', 'FitInput', 'student_processor', 'class_folder',
+           'training_data', 'under_torchrun', 'init_distributed', 'add_train_parser', 'run_settings', 'check_output',
+           'teacher_from', 'run_train', 'main']
 
-# %% ../nbs/15_launch.ipynb #0ac6475d
+# %% ../nbs/15_launch.ipynb #ad42ec18
 import argparse, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
 from datetime import timedelta
 from pathlib import Path
@@ -19,22 +19,22 @@ from torch.utils.data import Subset
 from PIL import Image
 from .config import DeiTConfig, PRESETS
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
-from .pretrained import read_checkpoint, resolve_checkpoint, checkpoint_facts
+from .pretrained import read_checkpoint, resolve_checkpoint, checkpoint_facts, _preset_key
 from .preprocessing import DeiTImageProcessor, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG
 from .data import (ImageFolder, fashion_mnist, FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
                                Compose, RandomCrop, RandomHorizontalFlip, RandomErasing, Normalize, processor_transform)
 from .training import (TrainConfig, Trainer, dist_info, fashion_student_config, init_for_training, plot_history,
                                    STUDENT_RECIPE, load_convnet)
 from .distillation import DistillationLoss, Teacher, DISTILLATION_TYPES, train
-from .cli import main as cli_main, one_line, resolve_config, _positive_int, _device, EXIT_OK, EXIT_ERROR
+from .cli import main as cli_main, one_line, resolve_config, default_processor, _positive_int, _device, EXIT_OK, EXIT_ERROR
 
-# %% ../nbs/15_launch.ipynb #30305300
+# %% ../nbs/15_launch.ipynb #49c51ac8
 FASHION_PRESET = "fashion-student"      # notebook 13's Fashion-MNIST student (28 px, 1 channel), as a preset name
 
-def _preset_key(ref:str) -> str|None:
+def _preset(ref:str) -> str|None:
     "The preset `ref` names (`fashion-student`, `deit_tiny_distilled_patch16_224`, ...), or None"
     if Path(str(ref)).exists(): return None
-    key = str(ref).split("/")[-1].replace("-", "_")
+    key = _preset_key(str(ref))                                          # notebook 09's name normalisation
     return key if key == FASHION_PRESET.replace("-", "_") or key in PRESETS else None
 
 def student_from(ref:str,                 # a preset name, or any checkpoint `load_model` reads (directory, .pth, hub id)
@@ -46,7 +46,7 @@ def student_from(ref:str,                 # a preset name, or any checkpoint `lo
     "`(model, report)`: a student with these classes at this resolution; `report` names what was initialised anew"
     cls = DeiTForImageClassificationWithTeacher if distilled else DeiTForImageClassification
     over = dict(id2label={int(k): str(v) for k, v in id2label.items()}, **({"image_size": image_size} if image_size else {}))
-    key = _preset_key(ref)
+    key = _preset(ref)
     if key is not None:
         cfg = (fashion_student_config(**over) if key == FASHION_PRESET.replace("-", "_") else
                DeiTConfig.from_preset(key, layer_norm_eps=1e-6, **over))
@@ -71,7 +71,7 @@ def student_from(ref:str,                 # a preset name, or any checkpoint `lo
     return model.train(), {"source": str(ref), "format": info["format"], "new": new,
                            "resampled": [f"{k} {a} -> {b}" for k, a, b in info["resampled_keys"]]}
 
-# %% ../nbs/15_launch.ipynb #d28a176e
+# %% ../nbs/15_launch.ipynb #a1a58266
 def pil_to_tensor(im:Image.Image, num_channels:int=3) -> torch.Tensor:
     "A PIL image as a float (C, H, W) tensor in [0, 1], in RGB (3 channels) or grayscale (1)"
     im = im.convert("RGB" if num_channels == 3 else "L")
@@ -89,9 +89,10 @@ class RandomResizedCrop:
             w, h = int(round(math.sqrt(area * r))), int(round(math.sqrt(area / r)))
             if 0 < w <= W and 0 < h <= H:
                 return int(torch.randint(0, H - h + 1, ())), int(torch.randint(0, W - w + 1, ())), h, w
-        r = W / H                                                                # fallback: the largest box of the allowed ratio
-        w, h = (W, int(round(W / min(max(r, self.ratio[0]), self.ratio[1])))) if r > self.ratio[1] or r < self.ratio[0] else (W, H)
-        w, h = min(w, W), min(h, H)
+        r = W / H                                                                # fallback: a center crop of the nearest allowed ratio
+        if r < self.ratio[0]: w, h = W, int(round(W / self.ratio[0]))
+        elif r > self.ratio[1]: w, h = int(round(H * self.ratio[1])), H
+        else: w, h = W, H
         return (H - h) // 2, (W - w) // 2, h, w
     def __call__(self, x:torch.Tensor) -> torch.Tensor:                         # (C, H, W) -> (C, size, size)
         i, j, h, w = self.box(*x.shape[-2:])
@@ -108,7 +109,7 @@ def photo_train_transform(size:int,                  # training resolution
     return Compose(lambda im: pil_to_tensor(im, num_channels), RandomResizedCrop(size, scale), RandomHorizontalFlip(),
                    RandomErasing(erasing) if erasing else None, Normalize(mean, std))
 
-# %% ../nbs/15_launch.ipynb #31d4bf52
+# %% ../nbs/15_launch.ipynb #4bef2c42
 def check_images(paths:list) -> list:
     "`[(path, reason), ...]` for the files PIL cannot open or whose data it finds broken"
     bad = []
@@ -132,7 +133,7 @@ def split_per_class(labels:torch.Tensor,   # (N,) class of each item
         va += idx[:k].tolist(); tr += idx[k:].tolist()
     return sorted(tr), sorted(va)
 
-# %% ../nbs/15_launch.ipynb #8d300ff6
+# %% ../nbs/15_launch.ipynb #525604d0
 class FitInput:
     "Resize a (C, H, W) tensor to `size` (bicubic, antialiased) and repeat a gray channel to `num_channels`"
     def __init__(self, size:int, num_channels:int): self.size, self.num_channels = size, num_channels
@@ -153,8 +154,17 @@ def student_processor(config:DeiTConfig,         # the student's config (size, c
     s, gray = _size(config), config.num_channels == 1
     mean = list(mean or (FASHION_MNIST_MEAN if gray else IMAGENET_DEFAULT_MEAN)); std = list(std or (FASHION_MNIST_STD if gray else IMAGENET_DEFAULT_STD))
     if gray: return DeiTImageProcessor(size={"height": s, "width": s}, do_center_crop=False, image_mean=mean, image_std=std, do_convert_rgb=False)
-    return DeiTImageProcessor(size={"height": int(s / 0.875), "width": int(s / 0.875)}, crop_size={"height": s, "width": s},
-                              image_mean=mean, image_std=std)
+    p = default_processor(config)                                        # notebook 11: resize to s / 0.875, crop s
+    p.image_mean, p.image_std = mean, std
+    return p
+
+def class_folder(data:str) -> ImageFolder:
+    "The class folders of DATA, refusing a missing folder and fewer than two classes"
+    if not Path(data).exists(): raise FileNotFoundError(f"DATA {data}: no such folder (expected 'fashion-mnist' or a folder of class folders)")
+    full = ImageFolder(data)
+    if len(full.classes) < 2: raise ValueError(f"{data} has {len(full.classes)} class folder{'s' * (len(full.classes) != 1)} "
+                                               f"({', '.join(full.classes)}): a classifier needs at least two")
+    return full
 
 def training_data(data:str,                 # "fashion-mnist" or a folder of class folders
                   config:DeiTConfig,        # the student's (size, channels)
@@ -171,11 +181,7 @@ def training_data(data:str,                 # "fashion-mnist" or a folder of cla
         tr = Compose(RandomCrop(2), RandomHorizontalFlip(), RandomErasing(0.1), fit, Normalize(mean, std))
         train_ds, valid_ds = fashion_mnist("train", tr, n=limit), fashion_mnist("test", Compose(fit, Normalize(mean, std)))
         return dict(train=train_ds, valid=valid_ds if val_fraction > 0 or val else None, classes=FASHION_MNIST_CLASSES, skipped=[], val_files=None)
-    root = Path(data)
-    if not root.exists(): raise FileNotFoundError(f"DATA {data}: no such folder (expected 'fashion-mnist' or a folder of class folders)")
-    full = ImageFolder(root)
-    if len(full.classes) < 2: raise ValueError(f"{data} has {len(full.classes)} class folder{'s' * (len(full.classes) != 1)} "
-                                               f"({', '.join(full.classes)}): a classifier needs at least two")
+    root, full = Path(data), class_folder(data)
     skipped = check_images([p for p, _ in full.samples])
     bad = {p for p, _ in skipped}
     full.samples = [(p, i) for p, i in full.samples if p not in bad]
@@ -199,7 +205,7 @@ def training_data(data:str,                 # "fashion-mnist" or a folder of cla
     train_ds = Subset(full, train_idx) if len(train_idx) != len(full) else full
     return dict(train=train_ds, valid=valid, classes=full.classes, skipped=skipped, val_files=val_files)
 
-# %% ../nbs/15_launch.ipynb #32a51a01
+# %% ../nbs/15_launch.ipynb #94409fa8
 def under_torchrun() -> bool:
     "Was this process started by torchrun (or another launcher setting RANK and WORLD_SIZE) with more than one process?"
     return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -218,7 +224,7 @@ def init_distributed(device:str|None=None, # "cpu", "cuda", ... (default: cuda w
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s), **kw)
     return dev
 
-# %% ../nbs/15_launch.ipynb #50cbc23b
+# %% ../nbs/15_launch.ipynb #ff0743c2
 _TRAIN_EPILOG = """DATA is 'fashion-mnist' (the 60,000 training images; validation on the 10,000 test images) or a folder of class
 folders (DATA/<class>/<image>, any format PIL reads); without --val, 10% of each class is held out (the same images
 every run: see DIR/split.json). Unreadable images are skipped and listed (DIR/skipped_images.txt).
@@ -289,7 +295,7 @@ def add_train_parser(sub):
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     g.add_argument("-f", "--force", action="store_true", help="replace the run in DIR")
 
-# %% ../nbs/15_launch.ipynb #d5b8765d
+# %% ../nbs/15_launch.ipynb #1d45d425
 RUN_FILES = ("run.json", "split.json", "skipped_images.txt", "metrics.jsonl", "history.png", "checkpoint.pt", "model", "model_ema")
 _NOT_THE_RUN = ("output", "resume", "force", "device", "num_workers", "no_progress", "stop_after", "command")
 
@@ -313,7 +319,7 @@ def check_output(out:Path, settings:dict, resume:bool, force:bool) -> str:
         raise ValueError(f"{out} already holds a run ({', '.join(held)}): pass --resume to continue it or --force to replace it")
     return "replace" if held else "new"
 
-# %% ../nbs/15_launch.ipynb #0d34d2f3
+# %% ../nbs/15_launch.ipynb #3d80fd10
 def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet directory
                  student_processor:DeiTImageProcessor, # the student's normalisation
                  num_channels:int,              # the student's input channels
@@ -333,13 +339,13 @@ def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet 
                    teacher_mean=tp.image_mean, teacher_std=tp.image_std, size=size,
                    num_channels=model.config.num_channels if model.config.num_channels != num_channels else None)
 
-# %% ../nbs/15_launch.ipynb #5c5f7b36
+# %% ../nbs/15_launch.ipynb #c0a7991b
 def _say(*a):
     if dist_info()[0] == 0: print(*a, flush=True)
 
 def _defaults(args) -> dict:
     "TrainConfig fields from the command line, with the preset's recipe or facebookresearch's lr rule as defaults"
-    fashion = _preset_key(args.model) == FASHION_PRESET.replace("-", "_")
+    fashion = _preset(args.model) == FASHION_PRESET.replace("-", "_")
     recipe = dict(STUDENT_RECIPE) if fashion else {"batch_size": 64}
     if args.batch_size: recipe["batch_size"] = args.batch_size
     if args.lr: recipe["lr"] = args.lr
@@ -367,13 +373,9 @@ def _run_train(args, device) -> int:
     action = check_output(out, settings, args.resume, args.force)
     if args.distillation not in (None, "none") and not args.teacher: raise ValueError(f"--distillation {args.distillation} needs a --teacher")
     distilled = bool(args.teacher) and args.distillation != "none"
-    if args.data != "fashion-mnist" and not Path(args.data).exists():
-        raise FileNotFoundError(f"DATA {args.data}: no such folder (expected 'fashion-mnist' or a folder of class folders)")
     torch.manual_seed(args.seed)                                         # the new heads' (or a preset's) initial weights
     # the classes first (they size the heads), then the student, then the data fitted to it
-    classes = FASHION_MNIST_CLASSES if args.data == "fashion-mnist" else ImageFolder(args.data).classes
-    if len(classes) < 2: raise ValueError(f"{args.data} has {len(classes)} class folder{'s' * (len(classes) != 1)} "
-                                          f"({', '.join(classes)}): a classifier needs at least two")
+    classes = FASHION_MNIST_CLASSES if args.data == "fashion-mnist" else class_folder(args.data).classes
     id2label = dict(enumerate(classes))
     model, report = student_from(args.model, id2label, args.image_size, distilled=distilled, config=resolve_config(args.config))
     processor = student_processor(model.config, *_own_normalisation(args.model, model.config))
@@ -425,7 +427,7 @@ def _run_train(args, device) -> int:
 def _own_normalisation(ref, config) -> tuple:
     "The checkpoint's own mean and std (its preprocessor_config.json), or (None, None) for the defaults"
     p = Path(str(ref))
-    if _preset_key(ref) is None and p.is_dir() and (p/PREPROCESSOR_CONFIG).is_file():
+    if _preset(ref) is None and p.is_dir() and (p/PREPROCESSOR_CONFIG).is_file():
         tp = DeiTImageProcessor.from_pretrained(p)
         if len(tp.image_mean) == config.num_channels: return tp.image_mean, tp.image_std
     return None, None
@@ -437,5 +439,5 @@ def main(argv:list|None=None, # the arguments after the program name (None: sys.
     "The `deit-scratch` command with every subcommand: predict, convert (notebook 11) and train"
     return cli_main(argv, COMMANDS)
 
-# %% ../nbs/15_launch.ipynb #6962f2c6
+# %% ../nbs/15_launch.ipynb #f0e5815d
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
