@@ -61,8 +61,17 @@ def _positive_int(s:str) -> int:
     return v
 
 def _device(s:str) -> str:
-    try: torch.device(s)
+    "A device this machine has: an unknown name, or CUDA without a GPU, is a one-line usage error (not a stack trace later)"
+    try: d = torch.device(s)
     except (RuntimeError, ValueError): raise argparse.ArgumentTypeError(f"not a torch device: {s!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise argparse.ArgumentTypeError(f"{s!r} is not available: {why} (use --device cpu)")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{s!r} is not available: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if d.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{s!r} is not available on this machine (use --device cpu)")
     return s
 
 class _Parser(argparse.ArgumentParser):

@@ -6,21 +6,34 @@
 __all__ = ['PROBLEM_TYPES', 'PRESETS', 'to_pair', 'DeiTConfig', 'imagenet_id2label']
 
 # %% ../nbs/00_config.ipynb #ebdce3ec
-import copy, json
+import copy, json, math
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
+from .files import read_json, atomic_write, finish_save
 
 # %% ../nbs/00_config.ipynb #190a5c23
 def to_pair(x) -> tuple:
     "`x` as a `(height, width)` pair: an int `n` becomes `(n, n)`"
-    if isinstance(x, int): return (x, x)
-    x = tuple(x)
-    if len(x) != 2 or not all(isinstance(v, int) for v in x): raise ValueError(f"Expected an int or a pair of ints, got {x!r}")
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if is_int(x): return (x, x)
+    try: x = tuple(x)
+    except TypeError: raise ValueError(f"Expected an int or a pair of ints, got {x!r}") from None
+    if len(x) != 2 or not all(is_int(v) for v in x): raise ValueError(f"Expected an int or a pair of ints, got {x!r}")
     return x
 
 # %% ../nbs/00_config.ipynb #3b65d509
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)      # True is an int to Python, not to us
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+def _index(k, what:str) -> int:
+    "A class index from an int or its string (JSON object keys are always strings)"
+    if _is_int(k): return k
+    if isinstance(k, str) and k.strip().lstrip("-").isdigit(): return int(k)
+    raise ValueError(f"{what} must be a class index (an integer, or its string as JSON writes it), got {k!r}")
 
 # %% ../nbs/00_config.ipynb #0f10ce26
 class DeiTConfig:
@@ -58,9 +71,9 @@ class DeiTConfig:
         self.initializer_range,self.layer_norm_eps = initializer_range,layer_norm_eps
         self.image_size,self.patch_size,self.num_channels = image_size,patch_size,num_channels
         self.qkv_bias,self.encoder_stride = qkv_bias,encoder_stride
-        self.pooler_output_size = pooler_output_size or hidden_size
+        self.pooler_output_size = hidden_size if pooler_output_size is None else pooler_output_size
         self.pooler_act = pooler_act
-        self.use_distillation_token = bool(use_distillation_token)
+        self.use_distillation_token = use_distillation_token
         self.problem_type = problem_type
         self.attn_implementation = attn_implementation
         self.output_attentions,self.output_hidden_states,self.return_dict = output_attentions,output_hidden_states,return_dict
@@ -72,14 +85,21 @@ class DeiTConfig:
         self.validate()
 
     def _set_labels(self, num_labels, id2label, label2id):
+        if num_labels is not None and (not _is_int(num_labels) or num_labels < 0):
+            raise ValueError(f"num_labels must be an integer >= 0, got {num_labels!r}")
         if id2label is not None:
-            id2label = {int(k):v for k,v in id2label.items()}  # JSON keys are strings
+            if not isinstance(id2label, Mapping): raise ValueError(f"id2label must be a mapping class index -> name, got {type(id2label).__name__} {id2label!r:.80}")
+            id2label = {_index(k, "id2label key"):v for k,v in id2label.items()}  # JSON keys are strings
+            if sorted(id2label) != list(range(len(id2label))):
+                raise ValueError(f"id2label must number the classes 0..{len(id2label)-1}, got the keys {sorted(id2label)[:10]}")
             if num_labels is not None and num_labels != len(id2label):
                 raise ValueError(f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} entries")
         else:
             id2label = {i:f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
         self.id2label = id2label
-        self.label2id = {k:int(v) for k,v in label2id.items()} if label2id is not None else {v:k for k,v in id2label.items()}
+        if label2id is not None and not isinstance(label2id, Mapping):
+            raise ValueError(f"label2id must be a mapping name -> class index, got {type(label2id).__name__} {label2id!r:.80}")
+        self.label2id = {k:_index(v, "label2id value") for k,v in label2id.items()} if label2id is not None else {v:k for k,v in id2label.items()}
 
     @property
     def num_labels(self) -> int:
@@ -89,18 +109,33 @@ class DeiTConfig:
     def num_labels(self, n:int): self._set_labels(n, None, None)
 
     def validate(self):
-        "Raise a `ValueError` naming the first inconsistent field"
-        for name in ("hidden_size","num_hidden_layers","num_attention_heads","intermediate_size","num_channels","encoder_stride"):
+        "Raise a `ValueError` naming the first field of the wrong type, out of range or inconsistent with another"
+        for name in ("hidden_size","num_hidden_layers","num_attention_heads","intermediate_size","num_channels","encoder_stride",
+                     "pooler_output_size"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0: raise ValueError(f"{name} must be a positive int, got {v!r}")
+            if not _is_int(v) or v <= 0: raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("qkv_bias","use_distillation_token","output_attentions","output_hidden_states","return_dict"):
+            v = getattr(self, name)
+            if not isinstance(v, bool): raise ValueError(f"{name} must be true or false (a bool), got {type(v).__name__} {v!r}")
+        for name in ("hidden_act","pooler_act","attn_implementation"):
+            if not isinstance(getattr(self, name), str): raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("image_size","patch_size"):
+            v = getattr(self, name)
+            try: pair = to_pair(v)
+            except ValueError: pair = None
+            if pair is None or min(pair) <= 0: raise ValueError(f"{name} must be a positive integer or a pair of them, got {v!r}")
+        for name,lo,lo_ok,hi in (("layer_norm_eps",0,False,math.inf), ("initializer_range",0,True,math.inf),
+                                 ("hidden_dropout_prob",0,True,1), ("attention_probs_dropout_prob",0,True,1)):
+            v = getattr(self, name)
+            if not _is_number(v) or not (v >= lo if lo_ok else v > lo) or not v < hi:
+                allowed = f"a number in [{lo}, {hi})" if hi < math.inf else f"a finite number {'>=' if lo_ok else '>'} {lo}"
+                raise ValueError(f"{name} must be {allowed}, got {v!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"The hidden size ({self.hidden_size}) is not a multiple of the number of attention heads "
                              f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels.")
         (ih,iw),(ph,pw) = to_pair(self.image_size),to_pair(self.patch_size)
         if ih % ph or iw % pw:
             raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
-        for name in ("hidden_dropout_prob","attention_probs_dropout_prob"):
-            if not 0 <= getattr(self, name) <= 1: raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.problem_type not in (None, *PROBLEM_TYPES):
             raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}")
 
@@ -141,6 +176,7 @@ class DeiTConfig:
     @classmethod
     def from_dict(cls, d:dict, **overrides):
         "A config from a dict such as a parsed config.json (model_type 'deit' or 'vit'); `overrides` win"
+        if not isinstance(d, Mapping): raise ValueError(f"A config must be a dict of fields, got {type(d).__name__}")
         d = {**d, **overrides}
         mt = d.pop("model_type", "deit")
         if mt not in ("deit", "vit"):
@@ -152,18 +188,15 @@ class DeiTConfig:
 
     def save_pretrained(self, save_directory):
         "Write `config.json` into `save_directory` (created if needed)"
-        p = Path(save_directory); p.mkdir(parents=True, exist_ok=True)
-        (p/"config.json").write_text(self.to_json_string())
+        atomic_write(Path(save_directory)/"config.json", self.to_json_string())
 
     @classmethod
     def from_pretrained(cls, path, **overrides):
         "Read a `config.json`, or the one inside directory `path`"
         p = Path(path)
-        if p.is_dir(): p = p/"config.json"
+        if p.is_dir(): finish_save(p); p = p/"config.json"          # complete an interrupted save first (notebook 00a)
         if not p.exists(): raise FileNotFoundError(f"No config.json found at {path}")
-        try: d = json.loads(p.read_text())
-        except json.JSONDecodeError as e: raise ValueError(f"{p} is not valid JSON: {e}") from None
-        return cls.from_dict(d, **overrides)
+        return cls.from_dict(read_json(p, "config.json"), **overrides)  # a regular file of bounded size
 
     @classmethod
     def from_preset(cls, name:str, **overrides):

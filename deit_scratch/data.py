@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from .preprocessing import DeiTImageProcessor, load_image
+from .files import check_file
 
 # %% ../nbs/12_data.ipynb #ce794304
 def open_maybe_gzip(path:str|os.PathLike):
     "Open a file for reading bytes, decompressing it when it starts with gzip's magic bytes (whatever its name)"
+    check_file(path, "data file")                    # a regular file: a FIFO or a device is an error, not a hang (notebook 00a)
     with open(path, 'rb') as f: gz = f.read(2) == b'\x1f\x8b'
     return gzip.open(path, 'rb') if gz else open(path, 'rb')
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .training import TrainConfig, Trainer, head_logits
+from .files import read_json
 
 # %% ../nbs/14_distillation.ipynb #e600c612
 DISTILLATION_TYPES = ("none", "soft", "hard")
@@ -104,7 +105,7 @@ def as_teacher(teacher, **kwargs) -> Teacher:
     if isinstance(teacher, (str, os.PathLike)):
         p = Path(teacher)
         cfg = p/"config.json"
-        if cfg.is_file() and '"convnet"' in cfg.read_text():
+        if cfg.is_file() and read_json(cfg, "config.json").get("model_type") == "convnet":
             from deit_scratch.training import load_convnet
             teacher = load_convnet(p)
         else:

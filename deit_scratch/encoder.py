@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['ACT2CLS', 'HF_TO_OURS', 'OURS_TO_HF', 'WEIGHT_FILES', 'QuickGELU', 'get_activation', 'DeiTMLP', 'DeiTLayer',
            'ModelOutput', 'BaseModelOutputWithPooling', 'DeiTPooler', 'get_head_mask', 'DeiTPreTrainedModel',
-           'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights', 'split_overrides', 'override_config']
+           'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights', 'split_overrides', 'override_config',
+           'weight_files_in', 'write_checkpoint']
 
 # %% ../nbs/06_encoder.ipynb #42c56450
 import argparse, contextlib, inspect, json, re, warnings
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .config import DeiTConfig
+from .files import read_json, check_file, save_files, finish_save, is_plain_name
 from .tokens import DeiTEmbeddings
 from .attention import DeiTAttention, check_attn_implementation
 import deit_scratch.sdpa  # registers "sdpa" in ATTENTION_FUNCTIONS ("triton" registers itself when first asked for)
@@ -209,11 +211,8 @@ def load_weights_file(path, # a .safetensors, .bin/.pth or *.index.json file
                      ) -> dict:
     "A state dict from a `.safetensors` or a `.bin`/`.pth` file (never unpickled beyond `weights_only=True`), or a shard index"
     p = Path(path)
-    if p.name.endswith(".index.json"):
-        idx = json.loads(p.read_text())["weight_map"]
-        sd = {}
-        for shard in sorted(set(idx.values())): sd.update(load_weights_file(p.parent/shard))
-        return sd
+    if p.name.endswith(".index.json"): return _load_shards(p)
+    check_file(p, "weights file")                                    # a regular file: not a FIFO, a device, a directory
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
         try: return load_file(str(p))
@@ -226,10 +225,28 @@ def load_weights_file(path, # a .safetensors, .bin/.pth or *.index.json file
     if not isinstance(sd, dict): raise ValueError(f"{p} does not hold a state dict")
     return sd
 
+def _load_shards(p:Path) -> dict:
+    "The tensors of a sharded checkpoint: every shard its index names, which must be files beside the index"
+    wm = read_json(p, "shard index").get("weight_map")
+    if not isinstance(wm, dict) or not wm or not all(isinstance(k, str) and isinstance(v, str) for k,v in wm.items()):
+        raise ValueError(f"shard index {str(p)!r} has no weight_map (a non-empty object tensor name -> shard file name)")
+    for shard in sorted(set(wm.values())):
+        if not is_plain_name(shard) or not shard.endswith((".safetensors", ".bin")):
+            raise ValueError(f"shard index {str(p)!r} names the shard {shard!r}: shards must be .safetensors or .bin files "
+                             "in the checkpoint's own directory (no paths, no '..')")
+    sd = {}
+    for shard in sorted(set(wm.values())):
+        part = load_weights_file(p.parent/shard)
+        if lacking := [k for k,s in wm.items() if s == shard and k not in part]:
+            raise ValueError(f"shard {shard!r} lacks {len(lacking)} tensors its index {p.name} puts there: {lacking[:3]}")
+        sd.update(part)
+    return sd
+
 def find_weights(directory, # a `save_pretrained` directory
                 ) -> Path:
     "The weights file inside a `save_pretrained` directory"
     d = Path(directory)
+    finish_save(d)                                                   # complete an interrupted save first (notebook 00a)
     for name in WEIGHT_FILES:
         if (d/name).exists(): return d/name
     raise FileNotFoundError(f"No weights found in {d}: expected one of {', '.join(WEIGHT_FILES)}")
@@ -267,6 +284,9 @@ def load_hf_state_dict(self:DeiTPreTrainedModel,
     "Load a state dict in transformers' on-disk names, with or without the `deit.` prefix; returns a loading report"
     sd = self._match_prefix(rename_keys(sd, HF_TO_OURS))
     own = self.state_dict()
+    if bad := [f"{k} ({sd[k].dtype})" for k,v in own.items() if k in sd and v.is_floating_point() and not sd[k].is_floating_point()]:
+        raise ValueError(f"The checkpoint holds integer or boolean tensors where {type(self).__name__} has float parameters: "
+                         f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}. They are not weights; refusing to cast them")
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     mismatched = [(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in own if k in sd and sd[k].shape != own[k].shape]
@@ -338,18 +358,43 @@ def from_pretrained(cls:DeiTPreTrainedModel,
     model.eval()
     return (model, report) if output_loading_info else model
 
+# %% ../nbs/06_encoder.ipynb #5b37f5d7
+_SHARD = re.compile(r"^(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)$")
+
+def weight_files_in(directory) -> list:
+    "Names of the weights files in `directory` that a loader could pick up: `WEIGHT_FILES`, shards, and what indexes name"
+    d = Path(directory)
+    if not d.is_dir(): return []
+    names = {f.name for f in d.iterdir() if f.name in WEIGHT_FILES or _SHARD.match(f.name)}
+    for idx in [n for n in names if n.endswith(".index.json")]:
+        try: wm = read_json(d/idx, "shard index").get("weight_map") or {}
+        except (ValueError, OSError): continue                       # unreadable: only the index itself goes
+        names |= {s for s in wm.values() if is_plain_name(s) and s.endswith((".safetensors", ".bin")) and (d/s).exists()}
+    return sorted(names)
+
+def write_checkpoint(directory,                    # created if needed
+                     config:DeiTConfig,            # written as config.json
+                     sd:dict,                      # tensors under transformers' names
+                     safe_serialization:bool=True, # model.safetensors, or pytorch_model.bin
+                     more:dict|None=None,          # other files of the checkpoint: name -> text (preprocessor_config.json)
+                    ) -> list:
+    "Write a checkpoint directory as one commit (notebook 00a): on failure the old one stays whole; stale weights files go"
+    sd = {k:v.detach().contiguous() for k,v in sd.items()}
+    weights = "model.safetensors" if safe_serialization else "pytorch_model.bin"
+    def write_weights(p):
+        if safe_serialization:
+            from safetensors.torch import save_file
+            save_file(sd, str(p), metadata={"format": "pt"})
+        else: torch.save(sd, p)
+    writers = {weights: write_weights, **(more or {}), "config.json": config.to_json_string()}
+    return save_files(directory, writers, remove=[n for n in weight_files_in(directory) if n != weights])
+
 # %% ../nbs/06_encoder.ipynb #026b0f5f
 @patch
 def save_pretrained(self:DeiTPreTrainedModel,
                     save_directory,                 # created if needed
                     safe_serialization:bool=True):  # False: pytorch_model.bin instead of model.safetensors
     "Write config.json and model.safetensors (or pytorch_model.bin) that transformers can load"
-    d = Path(save_directory); d.mkdir(parents=True, exist_ok=True)
     cfg = DeiTConfig.from_dict(self.config.to_dict())
     cfg.extra.update(architectures=[type(self).__name__], dtype=str(self.dtype).replace("torch.", ""))
-    cfg.save_pretrained(d)
-    sd = {k:v.detach().contiguous() for k,v in self.hf_state_dict().items()}
-    if safe_serialization:
-        from safetensors.torch import save_file
-        save_file(sd, str(d/"model.safetensors"), metadata={"format": "pt"})
-    else: torch.save(sd, d/"pytorch_model.bin")
+    write_checkpoint(save_directory, cfg, self.hf_state_dict(), safe_serialization)

@@ -53,26 +53,44 @@ class DeiTForImageClassification(DeiTPreTrainedModel):
         return res if self._flag(return_dict, "return_dict") else res.to_tuple()
 
 # %% ../nbs/07_heads.ipynb #7f2e4248
+def _loss_labels(logits:torch.Tensor, labels, problem_type:str) -> torch.Tensor:
+    "`labels` checked against `problem_type` and the logits: a clear error naming what was expected, else the labels to use"
+    B,K = logits.shape
+    if problem_type == "single_label_classification":
+        if labels.is_floating_point():
+            raise TypeError(f"single-label classification needs integer class indices, got dtype {labels.dtype}")
+        if labels.numel() != B or labels.ndim > 2: raise ValueError(f"single-label classification needs labels of shape ({B},), got {tuple(labels.shape)}")
+        y = labels.reshape(-1).long()
+        bad = (y != -100) & ((y < 0) | (y >= K))
+        if bad.any(): raise ValueError(f"labels must be class indices in [0, {K}) or -100 (ignored), got {y[bad][:5].tolist()}")
+        return y
+    want = (B, K) if problem_type == "multi_label_classification" or K > 1 else (B,)
+    if (tuple(labels.shape) != want) and not (want == (B,) and tuple(labels.shape) == (B, 1)):
+        kind = "multi-label classification" if problem_type == "multi_label_classification" else "regression"
+        raise ValueError(f"{kind} needs labels of shape {want}" + (" (one 0/1 per class)" if len(want) == 2 else "") + f", got {tuple(labels.shape)}")
+    return labels.to(logits.dtype)
+
 def classification_loss(logits:torch.Tensor,     # (B, num_labels)
-                        labels:torch.Tensor,     # (B,) class indices, (B, num_labels) 0/1 floats, or regression targets
-                        config:DeiTConfig,       # its problem_type is read, or inferred and written
+                        labels:torch.Tensor,     # (B,) class indices (any integer dtype), (B, num_labels) 0/1 targets, or regression targets
+                        config:DeiTConfig,       # its problem_type is read, or inferred and written (only once the labels are checked)
                        ) -> torch.Tensor:
-    "transformers' loss by `problem_type`, inferring it (and storing it in `config`) on first use"
-    if labels.shape[0] != logits.shape[0]:
-        raise ValueError(f"labels has batch size {labels.shape[0]} but the logits have {logits.shape[0]}")
-    K = config.num_labels
-    if config.problem_type is None:
-        if K == 1: config.problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int): config.problem_type = "single_label_classification"
-        else: config.problem_type = "multi_label_classification"
-    labels = labels.to(logits.device)
-    if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(), labels.squeeze()) if K == 1 else F.mse_loss(logits, labels)
-    if config.problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, K), labels.view(-1), ignore_index=-100)
-    if tuple(labels.shape) != tuple(logits.shape):
-        raise ValueError(f"multi-label classification needs labels of shape {tuple(logits.shape)} (one 0/1 per class), got {tuple(labels.shape)}")
-    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    "transformers' loss by `problem_type`, inferring it (and storing it in `config`) on first use; bad labels change nothing"
+    if not isinstance(labels, torch.Tensor): raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if config.num_labels == 0: raise ValueError("labels were given, but the model has num_labels=0 (an identity head): there is no loss to compute")
+    B,K = logits.shape
+    if labels.ndim == 0 or labels.shape[0] != B:
+        raise ValueError(f"labels has batch size {labels.shape[0] if labels.ndim else 'none (a scalar)'} but the logits have {B}")
+    if labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels of dtype {labels.dtype}: pass class indices as integers, or multi-label 0/1 targets as labels.float()")
+    problem_type = config.problem_type or ("regression" if K == 1 else
+                                           "single_label_classification" if not labels.is_floating_point() else "multi_label_classification")
+    y = _loss_labels(logits, labels.to(logits.device), problem_type)
+    config.problem_type = problem_type                               # inferred: written only now that the labels fit
+    if problem_type == "regression": return F.mse_loss(logits.squeeze(), y.squeeze()) if K == 1 else F.mse_loss(logits, y)
+    if problem_type == "single_label_classification":
+        if not (y != -100).any(): return logits.sum() * 0.0          # every label ignored: 0, not transformers' 0/0 = NaN
+        return F.cross_entropy(logits.view(-1, K), y, ignore_index=-100)
+    return F.binary_cross_entropy_with_logits(logits, y)
 
 # %% ../nbs/07_heads.ipynb #e9702c36
 @dataclass

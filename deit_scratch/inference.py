@@ -58,7 +58,6 @@ def model_input(pixel_values:torch.Tensor, # (B, C, H, W) from a processor
     p = next(model.parameters())
     return pixel_values.to(device=p.device, dtype=p.dtype if p.dtype.is_floating_point else None)
 
-@torch.no_grad()
 def predict(model:torch.nn.Module,          # a classifier: DeiTForImageClassification(WithTeacher) or anything returning `.logits`
             processor:DeiTImageProcessor,   # turns the images into pixel_values (load it with the checkpoint)
             images,                         # one image or a list: file paths, PIL images, arrays
@@ -72,7 +71,15 @@ def predict(model:torch.nn.Module,          # a classifier: DeiTForImageClassifi
     if model.config.num_labels < 1: raise ValueError(f"{type(model).__name__} has num_labels=0 (an identity head): there are no classes to predict")
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items: raise ValueError("No images given")
-    names, out = class_names(model.config), []
+    names, out, was_training = class_names(model.config), [], model.training
+    model.eval()                                     # dropout off: the same image always gets the same answer
+    try:
+        with torch.inference_mode(): out = _predict_batches(model, processor, items, top_k, batch_size, interpolate_pos_encoding, names)
+    finally: model.train(was_training)               # the caller's mode back
+    return out
+
+def _predict_batches(model, processor, items, top_k, batch_size, interpolate_pos_encoding, names) -> list:
+    out = []
     for s in range(0, len(items), batch_size):
         pv = processor(items[s:s + batch_size], return_tensors="pt").pixel_values    # (b, 3, H, W)
         res = model(model_input(pv, model), interpolate_pos_encoding=interpolate_pos_encoding)

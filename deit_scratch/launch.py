@@ -26,6 +26,7 @@ from .data import (ImageFolder, fashion_mnist, FASHION_MNIST_CLASSES, FASHION_MN
 from .training import (TrainConfig, Trainer, dist_info, fashion_student_config, init_for_training, plot_history,
                                    STUDENT_RECIPE, load_convnet)
 from .distillation import DistillationLoss, Teacher, DISTILLATION_TYPES, train
+from .files import read_json, atomic_write
 from .cli import main as cli_main, one_line, resolve_config, default_processor, _positive_int, _device, EXIT_OK, EXIT_ERROR
 
 # %% ../nbs/15_launch.ipynb #49c51ac8
@@ -311,7 +312,7 @@ def check_output(out:Path, settings:dict, resume:bool, force:bool) -> str:
         if not (out/"run.json").is_file(): raise ValueError(f"--resume: {out} holds no run (no run.json); start one without --resume")
         if not (out/"checkpoint.pt").is_file():
             raise ValueError(f"--resume: {out} has no checkpoint yet (the run stopped before its first epoch ended): start again with --force")
-        old = json.loads((out/"run.json").read_text())["settings"]
+        old = read_json(out/"run.json", "run.json").get("settings") or {}
         diff = [f"{k}={old.get(k)!r} in the run, {v!r} now" for k, v in settings.items() if old.get(k) != v]
         if diff: raise ValueError(f"--resume: {out} holds a run with other settings: " + "; ".join(diff))
         return "resume"
@@ -326,7 +327,7 @@ def teacher_from(ref:str,                      # a DeiT checkpoint or a ConvNet 
                 ) -> Teacher:
     "A frozen `Teacher` from a checkpoint, fed the student's inputs converted to its own preprocessing"
     p = Path(ref)
-    if p.is_dir() and (p/"config.json").is_file() and '"convnet"' in (p/"config.json").read_text():
+    if p.is_dir() and (p/"config.json").is_file() and read_json(p/"config.json", "config.json").get("model_type") == "convnet":
         net = load_convnet(p)
         return Teacher(net, num_channels=net.config["num_channels"] if net.config["num_channels"] != num_channels else None)
     from deit_scratch.pretrained import load_model
@@ -395,10 +396,10 @@ def _run_train(args, device) -> int:
                 elif (out/n).exists(): (out/n).unlink()
         out.mkdir(parents=True, exist_ok=True)
         if action != "resume":
-            (out/"run.json").write_text(json.dumps({"settings": settings, "classes": list(classes), "train_config": cfg}, indent=2) + "\n")
-            if data["val_files"] is not None: (out/"split.json").write_text(json.dumps({"val": data["val_files"]}, indent=1) + "\n")
+            atomic_write(out/"run.json", json.dumps({"settings": settings, "classes": list(classes), "train_config": cfg}, indent=2) + "\n")
+            if data["val_files"] is not None: atomic_write(out/"split.json", json.dumps({"val": data["val_files"]}, indent=1) + "\n")
         if data["skipped"]:
-            (out/"skipped_images.txt").write_text("".join(f"{p}\t{r}\n" for p, r in data["skipped"]))
+            atomic_write(out/"skipped_images.txt", "".join(f"{p}\t{r}\n" for p, r in data["skipped"]))
             names = ", ".join(str(p) for p, _ in data["skipped"][:5]) + (", ..." if len(data["skipped"]) > 5 else "")
             warnings.warn(f"skipped {len(data['skipped'])} unreadable image(s): {names} (the list: {out/'skipped_images.txt'})")
         world = dist_info()[1]

@@ -28,6 +28,8 @@ def check_pixel_values(pixel_values,       # what was passed as `pixel_values`
         raise ValueError("Make sure that the channel dimension of the pixel values match with the one set in the configuration."
                          f" Expected {num_channels} but got {C}.")
     ph,pw = patch_size
+    if H == 0 or W == 0:
+        raise ValueError(f"pixel_values has no pixels (shape {tuple(pixel_values.shape)}): height and width must be at least one patch ({ph}*{pw})")
     if H % ph or W % pw:
         raise ValueError(f"Input image size ({H}*{W}) is not divisible by the patch size ({ph}*{pw})")
 

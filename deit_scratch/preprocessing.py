@@ -4,20 +4,21 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'IMAGENET_STANDARD_MEAN', 'IMAGENET_STANDARD_STD',
-           'PREPROCESSOR_CONFIG', 'load_image', 'pil_to_rgb', 'array_to_rgb', 'size_dict', 'resize_shape',
-           'crop_offsets', 'center_crop', 'rescale_normalize', 'normalize_lut', 'prepare_image', 'resize',
-           'DeiTImageProcessor', 'BatchFeature']
+           'PREPROCESSOR_CONFIG', 'HIGH_DEPTH_MODES', 'high_depth_to_8bit', 'load_strict', 'load_image', 'pil_to_rgb',
+           'array_to_rgb', 'size_dict', 'resize_shape', 'crop_offsets', 'center_crop', 'rescale_normalize',
+           'normalize_lut', 'prepare_image', 'check_output_size', 'resize', 'DeiTImageProcessor', 'BatchFeature']
 
 # %% ../nbs/08_preprocessing.ipynb #c932e356
 import json, math, os, re, threading, warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from fastcore.basics import patch
+from .files import open_file, read_json, atomic_write, finish_save, hub_offline_reason, MAX_IMAGE_BYTES
 
 # %% ../nbs/08_preprocessing.ipynb #a1a92da6
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)   # ImageNet statistics: torchvision, timm, facebookresearch, the hub files
@@ -26,7 +27,47 @@ IMAGENET_STANDARD_MEAN = (0.5, 0.5, 0.5)        # transformers' DeiTImageProcess
 IMAGENET_STANDARD_STD  = (0.5, 0.5, 0.5)
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 
+# %% ../nbs/08_preprocessing.ipynb #5ef76e77
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+def high_depth_to_8bit(im:Image.Image, # mode I;16 (16-bit PNG/TIFF), I (32-bit int) or F (32-bit float)
+                      ) -> Image.Image:
+    "A mode L image, scaled as a viewer shows it (16-bit 0..65535 and float 0..1 onto 0..255), never clipped; other ranges refused"
+    x = np.asarray(im)
+    if im.mode == "F":
+        if not np.isfinite(x).all(): raise ValueError("A float image (mode F) holds NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"A float image (mode F) must hold values in [0, 1] (1 is white) or, as PIL's convert('F') makes "
+                             f"them, in [0, 255]; got [{lo:g}, {hi:g}]: scale it first")
+        y = x.astype(np.float64) * 255 if hi <= 1 else x.astype(np.float64)
+    else:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"A {im.mode} image is read as 16-bit (0..65535, as PNG and TIFF store it), but its values span "
+                             f"[{lo}, {hi}]: scale it to 0..65535 or 0..255 (mode L) first")
+        sixteen = im.mode != "I" or hi > 255              # mode I holding 0..255 is 8-bit data (PIL's convert('I')): kept
+        y = x.astype(np.float64) * (255 / 65535) if sixteen else x.astype(np.float64)
+    return Image.fromarray(np.round(y).astype(np.uint8), "L")
+
 # %% ../nbs/08_preprocessing.ipynb #0656d452
+_strict_lock, _strict = threading.Lock(), {"n": 0, "saved": False}
+
+def load_strict(im:Image.Image) -> Image.Image:
+    "`im.load()`, failing on truncated data even if another library set `PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`"
+    with _strict_lock:                   # while any thread decodes strictly, the flag stays off; the last one restores it
+        forced = bool(ImageFile.LOAD_TRUNCATED_IMAGES or _strict["n"])
+        if forced:
+            if _strict["n"] == 0: _strict["saved"], ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+            _strict["n"] += 1
+    try: im.load()
+    finally:
+        if forced:
+            with _strict_lock:
+                _strict["n"] -= 1
+                if _strict["n"] == 0: ImageFile.LOAD_TRUNCATED_IMAGES = _strict["saved"]
+    return im
+
 def load_image(path:str|os.PathLike, # a file PIL can read
               ) -> Image.Image:
     "Open `path` as transformers' `load_image` does: decode, apply the EXIF orientation, convert to RGB"
@@ -34,14 +75,17 @@ def load_image(path:str|os.PathLike, # a file PIL can read
     if str(path).startswith(("http://", "https://")): raise ValueError(f"URLs are not fetched: download {path} first")
     if not p.exists(): raise ValueError(f"Image file not found: {name}")
     if not p.is_file(): raise ValueError(f"Not a file: {name}")
+    f = open_file(p, "image file", MAX_IMAGE_BYTES)     # a regular file of bounded size, not a FIFO (notebook 00a)
     try:
-        with Image.open(p) as im:
-            im.load()                                   # decode now: truncated files fail here
-            return ImageOps.exif_transpose(im).convert("RGB")
+        with f, Image.open(f) as im:
+            load_strict(im)                             # decode now: truncated files fail here
+            im = ImageOps.exif_transpose(im)            # a decoded copy, upright
     except Image.DecompressionBombError as e:
         raise ValueError(f"{name} looks like a decompression bomb ({e}); raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from e
     except Image.UnidentifiedImageError as e: raise ValueError(f"{name} is not an image file PIL can read") from e
     except (OSError, SyntaxError, ValueError) as e: raise ValueError(f"Cannot decode {name} (truncated or corrupt?): {e}") from e
+    try: return (high_depth_to_8bit(im) if im.mode in HIGH_DEPTH_MODES else im).convert("RGB")   # 16-bit: scaled, not clipped
+    except ValueError as e: raise ValueError(f"{name}: {e}") from e
 
 # %% ../nbs/08_preprocessing.ipynb #0103f47f
 def pil_to_rgb(im:Image.Image) -> Image.Image:
@@ -208,8 +252,9 @@ def prepare_image(im,                           # PIL image, (C,H,W)/(H,W,C) arr
     if isinstance(im, (str, os.PathLike)): im = load_image(im)
     if isinstance(im, Image.Image):
         if im.width == 0 or im.height == 0: raise ValueError(f"Zero-size image: {im.width}x{im.height} (mode {im.mode})")
-        try: im.load()
+        try: load_strict(im)
         except (OSError, SyntaxError) as e: raise ValueError(f"Cannot decode the image (truncated or corrupt?): {e}") from e
+        if im.mode in HIGH_DEPTH_MODES: im = high_depth_to_8bit(im)       # 16-bit and float images: scaled, not clipped
         if do_convert_rgb or (do_convert_rgb is None and im.mode != "RGB"):
             try: im = pil_to_rgb(im)
             except ValueError as e: raise ValueError(f"Cannot convert a PIL image of mode {im.mode!r} to RGB: {e}") from e
@@ -224,7 +269,10 @@ def prepare_image(im,                           # PIL image, (C,H,W)/(H,W,C) arr
     if im.ndim != 3:
         raise ValueError(f"Expected an image of shape (C, H, W) or (H, W, C), or a batch of them, got shape {im.shape}"
                          + (" (for a greyscale image add a channel axis: x[..., None])" if im.ndim == 2 else ""))
-    if not (np.issubdtype(im.dtype, np.integer) or np.issubdtype(im.dtype, np.floating) or im.dtype == np.bool_):
+    if im.dtype == np.bool_:
+        raise TypeError("Expected a real-valued image array, got dtype bool: say what True means, e.g. x.astype(np.uint8) * 255 "
+                        "(black and white), or x.astype(np.float32) with do_rescale=False (0 and 1)")
+    if not (np.issubdtype(im.dtype, np.integer) or np.issubdtype(im.dtype, np.floating)):
         raise TypeError(f"Expected a real-valued image array, got dtype {im.dtype}")
     if im.size == 0: raise ValueError(f"Zero-size image: array of shape {im.shape}")
     x = np.moveaxis(im, _channel_axis(im, input_data_format), -1)       # (H, W, C), a view
@@ -305,6 +353,17 @@ def _window_works(resample) -> bool:
             _window_ok[resample] = ok
         return _window_ok[resample]
 
+# %% ../nbs/08_preprocessing.ipynb #7eb0aaf4
+def check_output_size(h:int, w:int, # the size an operation is about to produce
+                      what:str,     # the operation, for the message
+                     ):
+    "A clear error, before any memory is allocated, when an output would be empty or larger than PIL's decompression-bomb limit"
+    if h < 1 or w < 1: raise ValueError(f"{what} gives {w}x{h} pixels: the image is too thin for this size")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and h * w > limit:
+        raise ValueError(f"{what} would give {w}x{h} = {h * w:,} pixels, more than PIL's limit of {limit:,} "
+                         "(PIL.Image.MAX_IMAGE_PIXELS, its decompression-bomb guard): crop the image first, or raise the limit if you trust it")
+
 # %% ../nbs/08_preprocessing.ipynb #d5dc1461
 def resize(im:Image.Image|np.ndarray,  # a `prepare_image` result
            size:dict,                  # a `size_dict`
@@ -321,6 +380,7 @@ def resize(im:Image.Image|np.ndarray,  # a `prepare_image` result
         try: pil = Image.fromarray(x if x.dtype == np.uint8 else x.astype(np.uint8))
         except TypeError as e: raise ValueError(f"PIL cannot hold an image with {im.shape[-1]} channels: {e}") from e
     h, w = resize_shape(pil.height, pil.width, size)
+    check_output_size(h, w, f"Resizing the {pil.width}x{pil.height} image to {size}")
     x = None
     if crop_size is not None:
         ch, cw = crop_size["height"], crop_size["width"]
@@ -347,12 +407,22 @@ def _resample(r) -> Image.Resampling:
     except (ValueError, TypeError): raise ValueError(f"resample must be a PIL.Image.Resampling, its int value or its name, got {r!r}") from None
 
 def _stat_param(v, name:str):
-    "`image_mean`/`image_std` as a float or a tuple of floats"
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool): return float(v)
-    try: v = tuple(float(a) for a in v)
-    except (TypeError, ValueError): raise ValueError(f"{name} must be a float or a sequence of floats, got {v!r}") from None
-    if not v: raise ValueError(f"{name} is empty")
+    "`image_mean`/`image_std` as a float or a tuple of finite floats (a std of 0 would divide by zero)"
+    if isinstance(v, bool): raise ValueError(f"{name} must be a float or a sequence of floats, got {v!r}")
+    if isinstance(v, (int, float, np.integer, np.floating)): v = float(v)
+    else:
+        try: v = tuple(float(a) for a in v)
+        except (TypeError, ValueError): raise ValueError(f"{name} must be a float or a sequence of floats, got {v!r}") from None
+        if not v: raise ValueError(f"{name} is empty")
+    vs = v if isinstance(v, tuple) else (v,)
+    if not all(math.isfinite(a) for a in vs): raise ValueError(f"{name} must hold finite numbers, got {v!r}")
+    if name == "image_std" and any(a == 0 for a in vs): raise ValueError(f"image_std must not hold a 0 (it divides), got {v!r}")
     return v
+
+def _bool_param(v, name:str) -> bool:
+    "A switch must be a bool: the string 'false' of a hand-written file must not mean True"
+    if isinstance(v, (bool, np.bool_)): return bool(v)
+    raise ValueError(f"{name} must be true or false (a bool), got {type(v).__name__} {v!r}")
 
 # %% ../nbs/08_preprocessing.ipynb #de62db7c
 class DeiTImageProcessor:
@@ -392,12 +462,18 @@ def _resolve(self:DeiTImageProcessor, size=None, crop_size=None, resample=None, 
              size=size_dict(get("size", size, {"height": 256, "width": 256}), dts, "size"),
              crop_size=size_dict(get("crop_size", crop_size, {"height": 224, "width": 224}), True, "crop_size"),
              resample=_resample(get("resample", resample, Image.Resampling.BICUBIC)),
-             rescale_factor=float(get("rescale_factor", rescale_factor, 1 / 255)),
+             rescale_factor=get("rescale_factor", rescale_factor, 1 / 255),
              image_mean=_stat_param(get("image_mean", image_mean, IMAGENET_STANDARD_MEAN), "image_mean"),
              image_std=_stat_param(get("image_std", image_std, IMAGENET_STANDARD_STD), "image_std"),
              numerics=get("numerics", numerics, "transformers"),
              do_convert_rgb=get("do_convert_rgb", do_convert_rgb, None),
-             **{k: bool(get(k, flags.get(k), True)) for k in _FLAGS})
+             **{k: _bool_param(get(k, flags.get(k), True), k) for k in _FLAGS})
+    if p["do_convert_rgb"] is not None: _bool_param(p["do_convert_rgb"], "do_convert_rgb")
+    _bool_param(dts, "default_to_square")
+    r = p["rescale_factor"]
+    if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)) or not (math.isfinite(r) and r > 0):
+        raise ValueError(f"rescale_factor must be a finite number > 0, got {r!r}")
+    p["rescale_factor"] = float(r)
     if p["numerics"] not in ("transformers", "torchvision"):
         raise ValueError(f"numerics must be 'transformers' or 'torchvision', got {p['numerics']!r}")
     if "height" not in p["crop_size"]: raise ValueError(f"crop_size must have 'height' and 'width', got {p['crop_size']}")
@@ -411,7 +487,9 @@ def _one(self:DeiTImageProcessor, im, p:dict, input_data_format=None) -> np.ndar
     crop = p["crop_size"] if p["do_center_crop"] else None
     if p["do_resize"]: return resize(x, p["size"], p["resample"], crop, p["numerics"])   # resize (and crop)
     if isinstance(x, Image.Image): x = np.asarray(x)[..., None] if x.mode == "L" else np.asarray(x)
-    return x if crop is None else center_crop(x, crop["height"], crop["width"], p["numerics"])
+    if crop is None: return x
+    check_output_size(crop["height"], crop["width"], f"Cropping to {crop}")
+    return center_crop(x, crop["height"], crop["width"], p["numerics"])
 
 @patch
 def _out_dtype(self:DeiTImageProcessor, x:np.ndarray, p:dict) -> np.dtype:
@@ -450,7 +528,9 @@ def _map(f, items:list, n:int) -> list:
     n = min(n, len(items))
     if n <= 1: return [f(*a) for a in items]
     if n not in _pools: _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="deit-preprocess")
-    return list(_pools[n].map(lambda a: f(*a), items))
+    futures = [_pools[n].submit(f, *a) for a in items]
+    wait(futures)                                   # all of them, also when one fails: nothing runs on after an error
+    return [fu.result() for fu in futures]
 
 # %% ../nbs/08_preprocessing.ipynb #2429ff3e
 class BatchFeature(dict):
@@ -461,6 +541,12 @@ class BatchFeature(dict):
     def to(self, *args, **kwargs):
         "Move or cast the tensors: `.to('cuda')`, `.to(torch.float16)`"
         return BatchFeature({k: v.to(*args, **kwargs) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
+
+# %% ../nbs/08_preprocessing.ipynb #8bb432d6
+def _looks_rescaled(im) -> bool:
+    "transformers' `is_scaled_image`: a float array or tensor whose values all lie in [0, 1]"
+    if isinstance(im, torch.Tensor): return im.is_floating_point() and im.numel() > 0 and bool(im.min() >= 0) and bool(im.max() <= 1)
+    return isinstance(im, np.ndarray) and np.issubdtype(im.dtype, np.floating) and im.size > 0 and im.min() >= 0 and im.max() <= 1
 
 # %% ../nbs/08_preprocessing.ipynb #83a1b628
 @patch
@@ -476,6 +562,9 @@ def preprocess(self:DeiTImageProcessor,
     n = kwargs.pop("num_workers", None) or self.num_workers or _n_cpus()
     p, ims = self._resolve(**kwargs), _flatten(images)
     if not ims: raise ValueError("No images given")
+    if p["do_rescale"] and any(_looks_rescaled(im) for im in ims):
+        warnings.warn("It looks like you are trying to rescale already rescaled images (a float array in [0, 1] with "
+                      "do_rescale=True): they would be divided by 255 twice. Pass do_rescale=False if they are in [0, 1] already.", stacklevel=2)
     pils = Counter(id(im) for im in ims if isinstance(im, Image.Image))
     for im in {id(im): im for im in ims if pils.get(id(im), 0) > 1}.values():
         try: im.load()                          # an image listed twice is decoded once, not by two threads at a time
@@ -527,8 +616,7 @@ def save_pretrained(self:DeiTImageProcessor, save_directory:str|os.PathLike) -> 
     "Write `preprocessor_config.json` into `save_directory` (created if needed), readable by transformers"
     d = Path(save_directory)
     if d.is_file(): raise ValueError(f"{str(d)!r} is a file, expected a directory")
-    d.mkdir(parents=True, exist_ok=True)
-    (d / PREPROCESSOR_CONFIG).write_text(self.to_json_string(), encoding="utf-8")
+    atomic_write(d / PREPROCESSOR_CONFIG, self.to_json_string())         # the old file or the new, never half (notebook 00a)
     return [str(d / PREPROCESSOR_CONFIG)]
 
 @patch(cls_method=True)
@@ -545,14 +633,11 @@ def from_pretrained(cls:DeiTImageProcessor,
                     **kwargs):            # parameters that override the file's
     "Load the preprocessing saved with a checkpoint (transformers' `preprocessor_config.json`)"
     p = Path(path)
-    if p.is_dir(): p = p / PREPROCESSOR_CONFIG
-    if not p.is_file():
+    if p.is_dir(): finish_save(p); p = p / PREPROCESSOR_CONFIG
+    if not (p.exists() or p.is_symlink()):                       # (a FIFO or a directory there: read_json names it)
         if Path(path).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)): raise ValueError(f"No {PREPROCESSOR_CONFIG} at {str(path)!r}")
         p = Path(_hub_file(str(path), PREPROCESSOR_CONFIG))
-    try: config = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{str(p)!r} is not valid JSON: {e}") from e
-    if not isinstance(config, dict): raise ValueError(f"{str(p)!r} does not hold a JSON object")
-    return cls.from_dict(config, **kwargs)
+    return cls.from_dict(read_json(p, PREPROCESSOR_CONFIG), **kwargs)   # a regular file of bounded size
 
 # %% ../nbs/08_preprocessing.ipynb #00838c24
 def _hub_file(repo_id:str, filename:str) -> str:
@@ -562,6 +647,8 @@ def _hub_file(repo_id:str, filename:str) -> str:
                                          f"`pip install huggingface_hub`, or put {filename} in a directory") from None
     try: return hf_hub_download(repo_id, filename, local_files_only=True)          # the cache first: no network wait
     except Exception: pass
+    if reason := hub_offline_reason():                                             # two seconds, not 25 of retries
+        raise ValueError(f"Cannot get {filename} of {repo_id!r}: it is not in the local huggingface_hub cache, and {reason}")
     try: return hf_hub_download(repo_id, filename)
     except Exception as e: raise ValueError(f"Cannot get {filename} of {repo_id!r} from the hub (offline and not cached?): {e}") from e
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from fastcore.basics import patch
 from .config import DeiTConfig, PRESETS, imagenet_id2label, to_pair
-from .encoder import DeiTPreTrainedModel, DeiTModel, WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys, split_overrides, override_config
+from .encoder import (DeiTPreTrainedModel, DeiTModel, WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys,
+                                  split_overrides, override_config, write_checkpoint)
+from .files import read_json, finish_save, hub_offline_reason
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
 from .pos_interpolation import interpolate_pos_embed
 
@@ -215,7 +217,9 @@ def hub_snapshot(repo_id:str) -> Path:
         find_weights(d)
         return d
     except Exception: pass
-    try: files = list_repo_files(repo_id)                                  # 2. the hub
+    if reason := hub_offline_reason():                                     # 2. the hub, if it can be reached at all
+        raise ValueError(f"Cannot get {repo_id!r}: it is not in the local huggingface_hub cache, and {reason}")
+    try: files = list_repo_files(repo_id)
     except Exception as e:
         raise ValueError(f"Cannot get {repo_id!r}: it is not in the local huggingface_hub cache, and the hub cannot be reached "
                          f"or has no such repository ({type(e).__name__}: {e})") from None
@@ -225,7 +229,7 @@ def hub_snapshot(repo_id:str) -> Path:
         if name in files: _hub_file(repo_id, name)
     path = Path(_hub_file(repo_id, weights))
     if weights.endswith(".index.json"):
-        for shard in sorted(set(json.loads(path.read_text())["weight_map"].values())): _hub_file(repo_id, shard)
+        for shard in sorted(set((read_json(path, "shard index").get("weight_map") or {}).values())): _hub_file(repo_id, shard)
     return path.parent
 
 def resolve_checkpoint(path_or_id) -> Path:
@@ -241,10 +245,8 @@ def read_checkpoint(path, # a local directory or weights file
     "(config.json as a dict or None, state dict in transformers' names, 'transformers' or 'timm', the weights file)"
     p,cfg = Path(path),None
     if p.is_dir():
-        if (p/"config.json").exists():
-            try: cfg = json.loads((p/"config.json").read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p/'config.json'} is not valid JSON: {e}") from None
-            if not isinstance(cfg, dict): raise ValueError(f"{p/'config.json'} does not hold a JSON object")
+        finish_save(p)                                                   # complete an interrupted save first (notebook 00a)
+        if (p/"config.json").exists(): cfg = read_json(p/"config.json", "config.json")   # a regular file of bounded size
         try: wf = find_weights(p)
         except FileNotFoundError:
             others = sorted(f for f in p.iterdir() if f.suffix in (".pth", ".pt", ".bin", ".safetensors"))
@@ -370,18 +372,12 @@ def save_pretrained(self:DeiTPreTrainedModel,
     "Write config.json and model.safetensors (or pytorch_model.bin) in transformers' format (ViT's for the ViT variant)"
     d = Path(save_directory)
     if d.exists() and not d.is_dir(): raise ValueError(f"{d} is a file, not a directory")
-    d.mkdir(parents=True, exist_ok=True)
     name = type(self).__name__
     cfg = DeiTConfig.from_dict(self.config.to_dict())
     cfg.extra.update(architectures=[_HF_NAMES.get((name, self.config.use_distillation_token), name)],
                      dtype=str(self.dtype).replace("torch.", ""))
-    cfg.save_pretrained(d)
-    sd = {k:v.detach().contiguous() for k,v in self.hf_state_dict().items()}
-    if safe_serialization:
-        from safetensors.torch import save_file
-        save_file(sd, str(d/"model.safetensors"), metadata={"format": "pt"})
-    else: torch.save(sd, d/"pytorch_model.bin")
-    if image_processor is not None: image_processor.save_pretrained(d)
+    more = {"preprocessor_config.json": image_processor.to_json_string()} if image_processor is not None else None
+    write_checkpoint(d, cfg, self.hf_state_dict(), safe_serialization, more)   # one commit: all files, or none (notebook 00a)
 
 # %% ../nbs/09_pretrained.ipynb #91efdf3a
 _all_ = ['imagenet_id2label']   # re-exported: `from deit_scratch.pretrained import load_model, imagenet_id2label`

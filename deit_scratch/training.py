@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
+from .files import read_json, atomic_write, save_files, finish_save, check_file
 
 # %% ../nbs/13_training.ipynb #81361d9c
 class ResBlock(nn.Module):
@@ -52,17 +53,17 @@ class ConvNet(nn.Module):
 def save_convnet(model:ConvNet, directory:str|os.PathLike):
     "Write `config.json` and `model.safetensors` for a `ConvNet`"
     from safetensors.torch import save_file
-    d = Path(directory); d.mkdir(parents=True, exist_ok=True)
-    (d/"config.json").write_text(json.dumps({"model_type": "convnet", **model.config}, indent=2) + "\n")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(d/"model.safetensors"))
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_files(directory, {"model.safetensors": lambda p: save_file(sd, str(p)),        # one commit (notebook 00a)
+                           "config.json": json.dumps({"model_type": "convnet", **model.config}, indent=2) + "\n"})
 
 def load_convnet(directory:str|os.PathLike) -> ConvNet:
     "Read a `ConvNet` written by `save_convnet`, in eval mode"
     from safetensors.torch import load_file
-    d = Path(directory)
-    cfg = json.loads((d/"config.json").read_text())
+    d = Path(directory); finish_save(d)
+    cfg = read_json(d/"config.json", "config.json")
     if cfg.pop("model_type", None) != "convnet": raise ValueError(f"{d}/config.json is not a ConvNet config")
-    m = ConvNet(**cfg); m.load_state_dict(load_file(str(d/"model.safetensors"))); return m.eval()
+    m = ConvNet(**cfg); m.load_state_dict(load_file(str(check_file(d/"model.safetensors", "weights file")))); return m.eval()
 
 ConvNet.save_pretrained = save_convnet
 ConvNet.from_pretrained = staticmethod(load_convnet)
@@ -205,13 +206,7 @@ def set_rng_state(s:dict):
 
 def atomic_save(obj, path:str|os.PathLike):
     "`torch.save` to a temporary file in the same folder, then rename: `path` is the old file or the new, never half"
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
+    atomic_write(path, writer=lambda tmp: torch.save(obj, tmp))        # notebook 00a
 
 # %% ../nbs/13_training.ipynb #2af9ff44
 def _is_deit(model) -> bool: return hasattr(model, "config") and hasattr(model, "hf_state_dict")
@@ -403,7 +398,7 @@ def save(self:Trainer):
         d = self.output_dir
         save_model(self.model, d/"model", self.image_processor)
         if self.ema is not None: save_model(self.ema.module, d/"model_ema", self.image_processor)
-        (d/"metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        atomic_write(d/"metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
         atomic_save(sd, d/"checkpoint.pt")
     if self.world_size > 1: dist.barrier()                              # nobody goes on before the checkpoint is complete
 
@@ -411,7 +406,7 @@ def resume(self:Trainer, path:str|os.PathLike|None=None) -> Trainer:
     "Load `path` (default: output_dir/checkpoint.pt) and continue from it"
     path = Path(path) if path is not None else (self.output_dir/"checkpoint.pt" if self.output_dir else None)
     if path is None or not path.is_file(): raise FileNotFoundError(f"no checkpoint to resume from at {path}")
-    self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+    self.load_state_dict(torch.load(check_file(path, "checkpoint"), map_location=self.device, weights_only=True))
     return self
 
 Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.resume = state_dict, load_state_dict, save, resume

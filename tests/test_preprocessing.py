@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from deit_scratch.preprocessing import (DeiTImageProcessor, BatchFeature, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+from deit_scratch.preprocessing import (HIGH_DEPTH_MODES, high_depth_to_8bit, DeiTImageProcessor, BatchFeature, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
                                         load_image, normalize_lut, rescale_normalize)
 
 transformers = pytest.importorskip("transformers")
@@ -123,7 +123,8 @@ def test_synthetic_float_inputs_without_resize_keep_dtype(hf, ours):
 
 def test_synthetic_integer_valued_floats_and_bools(hf, ours):
     both(hf, ours, rand_u8(40, 30, 3).astype(np.float32), return_tensors="pt")   # integers in a float array: not rescaled before PIL
-    both(hf, ours, rng.random((40, 30, 3)) > 0.5, return_tensors="pt")
+    with pytest.raises(TypeError, match="got dtype bool: say what True means"):     # transformers reads True as 1 (of 255): a choice
+        ours(rng.random((40, 30, 3)) > 0.5, return_tensors="pt")
 
 def test_synthetic_batches_and_nesting(hf, ours):
     b = rand_u8(4, 60, 70, 3)                                              # (B, H, W, C)
@@ -178,15 +179,32 @@ def _modes():
     return d
 MODES = _modes()
 
+def _as_we_read_it(im):
+    "16-bit and float images are scaled to 8 bits first (notebook 08: a choice, transformers clips), or None: refused"
+    if im.mode not in HIGH_DEPTH_MODES: return im
+    try: return high_depth_to_8bit(im)
+    except ValueError: return None
+
 @pytest.mark.parametrize("name", list(MODES))
 def test_modes_convert_rgb_true(hf, ours, name):
-    both(hf, ours, MODES[name], do_convert_rgb=True, return_tensors="pt")
+    im = _as_we_read_it(MODES[name])
+    if im is None:
+        with pytest.raises(ValueError, match="scale it"): ours(MODES[name], do_convert_rgb=True, return_tensors="pt")
+        return
+    assert_identical(hf(im, do_convert_rgb=True, return_tensors="pt").pixel_values,
+                     ours(MODES[name], do_convert_rgb=True, return_tensors="pt").pixel_values)
+    if im is MODES[name] or MODES[name].mode in ("I", "F"): return
+    assert not torch.equal(hf(MODES[name], do_convert_rgb=True, return_tensors="pt").pixel_values,   # 16-bit: transformers clips
+                           ours(MODES[name], do_convert_rgb=True, return_tensors="pt").pixel_values)
 
 @pytest.mark.parametrize("name", list(MODES))
 def test_modes_our_default_converts_what_is_not_rgb(ours, name):
-    im = MODES[name]
+    im = _as_we_read_it(MODES[name])
+    if im is None:
+        with pytest.raises(ValueError, match="scale it"): ours(MODES[name], return_tensors="pt")
+        return
     a = DeiTImageProcessorPil(do_convert_rgb=True if im.mode != "RGB" else None)(im, return_tensors="pt").pixel_values
-    assert_identical(a, ours(im, return_tensors="pt").pixel_values)
+    assert_identical(a, ours(MODES[name], return_tensors="pt").pixel_values)
 
 @pytest.mark.parametrize("name", list(MODES))
 def test_modes_convert_rgb_false_is_transformers_default(hf, ours, name):

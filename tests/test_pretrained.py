@@ -458,6 +458,9 @@ def test_hub_id_offline_from_the_cache(tmp_path, monkeypatch):
 def test_hub_id_online_downloads_config_and_one_weights_file(tmp_path, monkeypatch):
     pytest.importorskip("huggingface_hub")
     import huggingface_hub, huggingface_hub.constants, huggingface_hub.errors
+    import deit_scratch.files
+    monkeypatch.setattr(deit_scratch.files, "_probe", lambda *a: None)           # "the hub answers" (it is simulated below)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False); monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     remote = tmp_path/"remote"
     hf = hf_model("ViTForImageClassification", seed=12)
     hf.save_pretrained(remote)
