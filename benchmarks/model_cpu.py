@@ -1,47 +1,217 @@
 #!/usr/bin/env python
-"""CPU forward-pass timing of deit-scratch against transformers, side by side in one process, reported as ratios.
+"""deit-scratch against transformers on the CPU, side by side in one process, reported as ratios (< 1: we are faster).
 
-    .venv/bin/python benchmarks/model_cpu.py [--preset deit_tiny_distilled_patch16_224] [--batches 1 2 4 8] [--repeats 5]
+    .venv/bin/python benchmarks/model_cpu.py                       # the issue-10 goals table (about 15 min on 2 cores)
+    .venv/bin/python benchmarks/model_cpu.py --quick               # tiny only, fewer rounds
+    .venv/bin/python benchmarks/model_cpu.py --json out.json
 
-Both models hold the same random weights (ours saved, loaded by transformers). For each batch size and attention
-implementation it prints the median time of `repeats` runs (after one warm-up) and ours / transformers (< 1: we are faster).
+Method. Both models hold the same random weights (ours saved, loaded by transformers 5). Every measure runs ours (A)
+and the reference (B) **interleaved**, in rounds A, B, B, A; the ratio of a round is mean(A) / mean(B), and the table
+reports the median ratio over the rounds, so that a slow spell of a shared machine hits both sides. Next to every
+timing, the max |logit difference| to transformers.
+
+Rows:
+- inference: ours (sdpa, eager, compiled with `model.compile()`) against transformers with SDPA, fp32;
+- the GEMM floor: the forward's matrix products alone (every Linear and the patch convolution as a GEMM, with the
+  exact shapes), replayed with `torch.addmm`, against transformers' whole forward: what no rewrite of the rest can beat;
+- training step: forward + backward + AdamW of `DeiTForImageClassification` with integer labels, ours against
+  transformers' class of the same name, eager and compiled;
+- peak memory of that training step: the rise of the process's peak RSS over its RSS before the first of 3 steps,
+  each candidate in a fresh subprocess (Linux: the peak is reset through /proc/self/clear_refs, so loading does not
+  count), ours / transformers;
+- bf16: only on a CPU with native bf16 (AVX512_BF16 or AMX); elsewhere the row says why it is not measured.
 """
-import argparse, statistics, tempfile, time
+import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
 import torch
-from deit_scratch import DeiTConfig, DeiTForImageClassificationWithTeacher
+import torch.nn.functional as F
 
-def median_time(f, repeats:int) -> float:
-    f()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from deit_scratch import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
+from deit_scratch.training import native_bf16
+
+PRESETS = {"tiny": "deit_tiny_distilled_patch16_224", "small": "deit_small_distilled_patch16_224", "base": "deit_base_distilled_patch16_224"}
+
+def machine() -> dict:
+    name = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    import transformers
+    return dict(cpu=name, capability=torch.backends.cpu.get_cpu_capability(), native_bf16=native_bf16(), threads=torch.get_num_threads(),
+                torch=torch.__version__, transformers=transformers.__version__, date=time.strftime("%Y-%m-%d"))
+
+def pair(cls, preset:str, hf_impl:str="sdpa"):
+    "Ours and transformers' model of class `cls`, same random weights, eval mode"
+    import transformers
+    torch.manual_seed(0)
+    ours = cls(DeiTConfig.from_preset(preset)).eval()
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        theirs = getattr(transformers, cls.__name__).from_pretrained(d, attn_implementation=hf_impl).eval()
+    return ours, theirs
+
+def interleaved(a, b, rounds:int, inner:int=1) -> tuple:
+    "Median over rounds of mean(a)/mean(b), rounds A B B A; also the median seconds of a and of b"
+    ra, ta, tb = [], [], []
+    def clock(f):
+        t0 = time.perf_counter()
+        for _ in range(inner): f()
+        return (time.perf_counter() - t0) / inner
+    a(); b()                                                            # warm-up
+    for _ in range(rounds):
+        x1 = clock(a); y1 = clock(b); y2 = clock(b); x2 = clock(a)
+        ra.append((x1 + x2) / (y1 + y2)); ta.append((x1 + x2) / 2); tb.append((y1 + y2) / 2)
+    return statistics.median(ra), statistics.median(ta), statistics.median(tb)
+
+def gemm_shapes(model, x) -> list:
+    "(M, K, N) of every Linear and of the patch convolution (as a GEMM) in one forward of `model` on `x`"
+    shapes = []
+    def hook(m, inp, out):
+        t = inp[0]
+        if isinstance(m, torch.nn.Linear): shapes.append((t.numel() // t.shape[-1], m.in_features, m.out_features))
+        else:                                                                           # Conv2d with stride = kernel
+            kh, kw = m.kernel_size; B, C, H, W = t.shape
+            shapes.append((B * (H // kh) * (W // kw), C * kh * kw, m.out_channels))
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    with torch.inference_mode(): model(x)
+    for h in hs: h.remove()
+    return shapes
+
+def gemm_replay(shapes:list):
+    "A function doing exactly these matrix products (weights pre-transposed as nn.Linear stores them)"
+    ops = [(torch.randn(M, K), torch.randn(N, K), torch.randn(N)) for M, K, N in shapes]
+    def run():
+        for a, w, b in ops: torch.addmm(b, a, w.t())
+    return run
+
+def inference_rows(size:str, batch:int, rounds:int, compiled:bool) -> list:
+    ours, theirs = pair(DeiTForImageClassificationWithTeacher, PRESETS[size])
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    rows = []
+    with torch.inference_mode():
+        ref = theirs(x).logits
+        for impl in ("sdpa", "eager"):
+            ours.set_attn_implementation(impl)
+            r, ta, tb = interleaved(lambda: ours(x), lambda: theirs(x), rounds)
+            rows.append(dict(measure="inference", model=size, batch=batch, ours=impl, ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3,
+                             max_diff=(ours(x).logits - ref).abs().max().item()))
+        ours.set_attn_implementation("sdpa")
+        floor = gemm_replay(gemm_shapes(ours, x))
+        r, ta, tb = interleaved(floor, lambda: theirs(x), rounds)
+        rows.append(dict(measure="inference", model=size, batch=batch, ours="GEMM floor", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3, max_diff=None))
+        if compiled:
+            t0 = time.perf_counter(); ours.compile(); ours(x); ct = time.perf_counter() - t0
+            r, ta, tb = interleaved(lambda: ours(x), lambda: theirs(x), rounds)
+            rows.append(dict(measure="inference", model=size, batch=batch, ours="sdpa + compile", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3,
+                             max_diff=(ours(x).logits - ref).abs().max().item(), compile_s=ct))
+    return rows
+
+def train_step_fn(model, x, y, opt):
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model(x, labels=y).loss.backward()
+        opt.step()
+    return step
+
+def train_rows(size:str, batch:int, rounds:int, compiled:bool) -> list:
+    ours, theirs = pair(DeiTForImageClassification, PRESETS[size])
+    ours.train(); theirs.train()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(batch, 3, 224, 224, generator=g), torch.randint(0, 1000, (batch,), generator=g)
+    so, st = (train_step_fn(m, x, y, torch.optim.AdamW(m.parameters(), lr=1e-4)) for m in (ours, theirs))
+    with torch.enable_grad():
+        lo, lt = ours(x, labels=y).loss.item(), theirs(x, labels=y).loss.item()
+        r, ta, tb = interleaved(so, st, rounds)
+        rows = [dict(measure="training step", model=size, batch=batch, ours="sdpa", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3, max_diff=abs(lo - lt))]
+        if compiled:
+            t0 = time.perf_counter(); ours.compile(); so(); ct = time.perf_counter() - t0
+            r, ta, tb = interleaved(so, st, rounds)
+            rows.append(dict(measure="training step", model=size, batch=batch, ours="sdpa + compile", ratio=r, ours_ms=ta * 1e3,
+                             ref_ms=tb * 1e3, max_diff=None, compile_s=ct))
+    return rows
+
+MEMORY_CHILD = """
+import resource, sys, tempfile, torch
+sys.path.insert(0, {root!r})
+torch.manual_seed(0)
+from deit_scratch import DeiTConfig, DeiTForImageClassification
+ours = DeiTForImageClassification(DeiTConfig.from_preset({preset!r}))
+if {who!r} == "transformers":
+    import transformers
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d); model = transformers.DeiTForImageClassification.from_pretrained(d, attn_implementation="sdpa")
+    del ours
+else: model = ours
+model.train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+x, y = torch.randn({batch}, 3, 224, 224), torch.randint(0, 1000, ({batch},))
+import ctypes, gc; gc.collect(); ctypes.CDLL("libc.so.6").malloc_trim(0)
+kib = lambda key: int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
+open("/proc/self/clear_refs", "w").write("5")                 # reset the peak RSS (VmHWM) to the current RSS
+before = kib("VmRSS")
+for _ in range(3):
+    opt.zero_grad(set_to_none=True); model(x, labels=y).loss.backward(); opt.step()
+print(kib("VmHWM") - before)
+"""
+
+def memory_row(size:str, batch:int) -> dict:
+    def peak(who):
+        code = MEMORY_CHILD.format(root=str(ROOT), preset=PRESETS[size], who=who, batch=batch)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        return int(out.strip().splitlines()[-1]) / 1024                 # MiB
+    o, t = peak("ours"), peak("transformers")
+    return dict(measure="peak memory of the training step", model=size, batch=batch, ours="sdpa", ratio=o / t, ours_ms=None, ref_ms=None,
+                ours_mib=o, ref_mib=t, max_diff=None)
+
+def bf16_row(size:str, batch:int, rounds:int) -> dict:
+    if not native_bf16():
+        return dict(measure="bf16 inference vs our fp32", model=size, batch=batch, ours="bf16 autocast", ratio=None, ours_ms=None, ref_ms=None,
+                    max_diff=None, note=f"not measured: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16, "
+                                         "where bf16 is emulated and several times slower than fp32")
+    torch.manual_seed(0)
+    m = DeiTForImageClassificationWithTeacher(DeiTConfig.from_preset(PRESETS[size])).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.inference_mode():
+        ref = m(x).logits
+        bf = lambda: torch.autocast("cpu", dtype=torch.bfloat16)(m)(x)
+        r, ta, tb = interleaved(bf, lambda: m(x), rounds)
+        d = (bf().logits.float() - ref).abs().max().item()
+    return dict(measure="bf16 inference vs our fp32", model=size, batch=batch, ours="bf16 autocast", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3, max_diff=d)
+
+def table(rows:list, m:dict) -> str:
+    out = [f"Machine: {m['cpu']}, {m['threads']} threads, capability {m['capability']}, native bf16: {m['native_bf16']}; "
+           f"torch {m['torch']}, transformers {m['transformers']}; {m['date']}.", "",
+           "| measure | model | batch | ours | ours | transformers | ours / transformers | max diff |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = lambda v, unit: "" if v is None else f"{v:.1f} {unit}"
+        a = fmt(r.get("ours_ms"), "ms") or fmt(r.get("ours_mib"), "MiB"); b = fmt(r.get("ref_ms"), "ms") or fmt(r.get("ref_mib"), "MiB")
+        extra = f" (compile {r['compile_s']:.0f} s)" if r.get("compile_s") else ""
+        ratio = "—" if r["ratio"] is None else f"**{r['ratio']:.2f}**"
+        diff = r.get("note") or ("" if r["max_diff"] is None else f"{r['max_diff']:.1e}")
+        out.append(f"| {r['measure']} | {r['model']} | {r['batch']} | {r['ours']}{extra} | {a} | {b} | {ratio} | {diff} |")
+    return "\n".join(out)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="deit_tiny_distilled_patch16_224")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="tiny only, 3 rounds, no compile")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--json", default=str(ROOT/"benchmarks"/"model_cpu.json"))
     a = ap.parse_args()
-    import transformers
-    torch.manual_seed(0)
-    ours = DeiTForImageClassificationWithTeacher(DeiTConfig.from_preset(a.preset)).eval()
-    with tempfile.TemporaryDirectory() as d:
-        ours.save_pretrained(d)
-        theirs = {impl: transformers.DeiTForImageClassificationWithTeacher.from_pretrained(d, attn_implementation=impl).eval()
-                  for impl in ("eager", "sdpa")}
-    size = ours.config.image_size
-    print(f"{a.preset}, torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads, fp32")
-    print(f"{'batch':>5} {'impl':>6} {'ours ms':>9} {'hf ms':>9} {'ours/hf':>8}")
-    for b in a.batches:
-        x = torch.randn(b, 3, size, size)
-        for impl in ("eager", "sdpa"):
-            ours.set_attn_implementation(impl)
-            with torch.inference_mode():
-                t_ours = median_time(lambda: ours(x), a.repeats)
-                t_hf = median_time(lambda: theirs[impl](x), a.repeats)
-                diff = (ours(x).logits - theirs[impl](x).logits).abs().max().item()
-            print(f"{b:>5} {impl:>6} {t_ours*1e3:>9.1f} {t_hf*1e3:>9.1f} {t_ours/t_hf:>8.2f}   (max |logit diff| {diff:.1e})")
+    rounds, compiled = (3, False) if a.quick else (a.rounds, not a.no_compile)
+    m = machine(); print(m, flush=True)
+    plan = [("inference", "tiny", 1), ("inference", "tiny", 8), ("train", "tiny", 32), ("memory", "tiny", 32)]
+    if not a.quick: plan += [("inference", "base", 8), ("bf16", "base", 8)]
+    rows = []
+    for kind, size, batch in plan:
+        t0 = time.perf_counter()
+        if kind == "inference": rows += inference_rows(size, batch, rounds, compiled)
+        elif kind == "train": rows += train_rows(size, batch, max(3, rounds // 2), compiled)
+        elif kind == "memory": rows.append(memory_row(size, batch))
+        else: rows.append(bf16_row(size, batch, rounds))
+        print(f"{kind} {size} batch {batch}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(table(rows[-4:], m).split("\n", 2)[2], flush=True)
+    print("\n" + table(rows, m))
+    Path(a.json).write_text(json.dumps(dict(machine=m, rows=rows), indent=1) + "\n")
 
 if __name__ == "__main__":
     main()

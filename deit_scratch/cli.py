@@ -15,6 +15,7 @@ from .config import DeiTConfig, PRESETS
 from .preprocessing import DeiTImageProcessor, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG, load_image
 from .inference import predict
 from .pretrained import load_model, is_hub_id
+from .encoder import compile_model
 
 # %% ../nbs/11_cli.ipynb #d85e54fd
 def default_processor(config:DeiTConfig, # the model's config: its image_size is the crop
@@ -124,6 +125,7 @@ def build_parser(*more,  # functions `add(subparsers)` adding more subcommands (
                     "(file, directory or hub id); default: the model's own preprocessor_config.json, else 'default'")
     pr.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="images per forward pass (default: 32)")
     pr.add_argument("--device", type=_device, default="cpu", help="torch device to run on, e.g. cuda (default: cpu)")
+    pr.add_argument("--compile", action="store_true", help="torch.compile the model first (opt-in: seconds to a minute once; pays on some machines, see benchmarks/RESULTS.md)")
     cv = sub.add_parser("convert", help="convert any supported checkpoint to transformers' format",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_CONVERT_EPILOG + _EPILOG,
                         description="Load a checkpoint in any supported format and write it with save_pretrained "
@@ -151,6 +153,7 @@ def run_predict(args:argparse.Namespace) -> int:
     for im in args.images:
         if not Path(im).is_file(): raise ValueError(f"image not found: {im}" if not Path(im).exists() else f"not a file: {im}")
     model = load_model(check_model_ref(args.model), config=resolve_config(args.config)).to(args.device).eval()
+    if args.compile: compile_model(model)                                 # opt-in (notebook 06); a warning where it cannot work
     processor, how = resolve_processor(args.model, model.config, args.processor)
     results = []
     for s in range(0, len(args.images), args.batch_size):

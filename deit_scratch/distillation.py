@@ -126,6 +126,7 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
           image_processor=None,            # saved with the model
           resume:bool=False,               # continue from output_dir/checkpoint.pt
           stop_after:int|None=None,        # stop after this epoch (default: the config's `epochs`, the schedule's end)
+          compile:bool=False,              # torch.compile the student (notebook 06)
           **config) -> Trainer:            # `TrainConfig` fields: epochs, batch_size, lr, ...
     "Train `model` (with `teacher`, if given) and return the `Trainer`, its `history` holding each epoch's metrics"
     cfg = TrainConfig(**config)
@@ -145,7 +146,7 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
                              f"(DeiTForImageClassificationWithTeacher), got {type(model).__name__}")
         if probe_t.shape[-1] != probe_s["distillation"].shape[-1]:
             raise ValueError(f"the teacher has {probe_t.shape[-1]} classes but the student has {probe_s['distillation'].shape[-1]}")
-    trainer = Trainer(model, train_ds, valid_ds, cfg, loss_fn=loss_fn, output_dir=output_dir, image_processor=image_processor)
+    trainer = Trainer(model, train_ds, valid_ds, cfg, loss_fn=loss_fn, output_dir=output_dir, image_processor=image_processor, compile=compile)
     if resume: trainer.resume()
     trainer.fit(stop_after)
     return trainer

@@ -6,10 +6,10 @@
 __all__ = ['ACT2CLS', 'HF_TO_OURS', 'OURS_TO_HF', 'WEIGHT_FILES', 'QuickGELU', 'get_activation', 'DeiTMLP', 'DeiTLayer',
            'ModelOutput', 'BaseModelOutputWithPooling', 'DeiTPooler', 'get_head_mask', 'DeiTPreTrainedModel',
            'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights', 'split_overrides', 'override_config',
-           'weight_files_in', 'write_checkpoint']
+           'weight_files_in', 'write_checkpoint', 'compile_reason', 'compile_model']
 
 # %% ../nbs/06_encoder.ipynb #42c56450
-import argparse, contextlib, inspect, json, re, warnings
+import argparse, contextlib, inspect, json, os, re, shutil, warnings
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -398,3 +398,30 @@ def save_pretrained(self:DeiTPreTrainedModel,
     cfg = DeiTConfig.from_dict(self.config.to_dict())
     cfg.extra.update(architectures=[type(self).__name__], dtype=str(self.dtype).replace("torch.", ""))
     write_checkpoint(save_directory, cfg, self.hf_state_dict(), safe_serialization)
+
+# %% ../nbs/06_encoder.ipynb #6c1678e6
+def compile_reason(device) -> str|None:
+    "Why `torch.compile` cannot work for a model on `device`, or None"
+    if not torch._dynamo.is_dynamo_supported(): return "torch.compile does not support this Python"
+    if torch.device(device).type == "cuda":
+        from torch.utils._triton import has_triton
+        return None if has_triton() else "torch.compile needs Triton on a GPU (pip install triton)"
+    if torch.device(device).type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        return "torch.compile needs a C++ compiler on the CPU (g++ or clang++; e.g. apt-get install g++)"
+    return None
+
+def compile_model(model:nn.Module,    # compiled in place: same class, same state_dict
+                  example=None,       # an input to compile for now (else at the first call); failures then fall back
+                  **compile_kwargs):  # passed to torch.compile (mode=, dynamic=, ...)
+    "Opt-in `torch.compile` of `model`, or, where it cannot work, a warning saying why and the model as it was"
+    p = next(model.parameters(), None)
+    reason = compile_reason(p.device if p is not None else "cpu")
+    if reason: warnings.warn(f"{reason}: running uncompiled", stacklevel=2); return model
+    model.compile(**compile_kwargs)
+    if example is not None:
+        try:
+            with torch.inference_mode(): model(example)
+        except Exception as e:
+            model._compiled_call_impl = None                       # undo: the plain forward again
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}): running uncompiled", stacklevel=2)
+    return model

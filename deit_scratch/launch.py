@@ -292,13 +292,14 @@ def add_train_parser(sub):
     t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="bf16 autocast: auto = where the hardware computes bf16 natively")
     t.add_argument("--num-workers", type=int, default=0, metavar="N", help="DataLoader worker processes per training process (default: 0)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--compile", action="store_true", help="torch.compile the student (opt-in: about a minute to start; see benchmarks/RESULTS.md for when it pays)")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     g.add_argument("-f", "--force", action="store_true", help="replace the run in DIR")
 
 # %% ../nbs/15_launch.ipynb #1d45d425
 RUN_FILES = ("run.json", "split.json", "skipped_images.txt", "metrics.jsonl", "history.png", "checkpoint.pt", "model", "model_ema")
-_NOT_THE_RUN = ("output", "resume", "force", "device", "num_workers", "no_progress", "stop_after", "command")
+_NOT_THE_RUN = ("output", "resume", "force", "device", "num_workers", "no_progress", "stop_after", "command", "compile")
 
 def run_settings(args:argparse.Namespace) -> dict:
     "The settings that define a run: everything but where it runs and how it reports"
@@ -412,7 +413,7 @@ def _run_train(args, device) -> int:
     model.to(device)
     trainer = train(model, data["train"], data["valid"], teacher=teacher, distillation_type=args.distillation if distilled else "none",
                     alpha=args.alpha, tau=args.tau, output_dir=out, image_processor=processor, resume=action == "resume",
-                    stop_after=args.stop_after, **cfg)
+                    stop_after=args.stop_after, compile=args.compile, **cfg)
     if trainer.is_main:
         try:
             plot_history(trainer.history, f"{args.data}: {type(model).__name__}").savefig(out/"history.png")

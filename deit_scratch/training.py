@@ -24,6 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
 from .files import read_json, atomic_write, save_files, finish_save, check_file
+from .encoder import compile_model
 
 # %% ../nbs/13_training.ipynb #81361d9c
 class ResBlock(nn.Module):
@@ -238,7 +239,8 @@ class Trainer:
                  loss_fn:nn.Module|None=None,     # default: `LabelLoss(label_smoothing)`
                  output_dir:str|os.PathLike|None=None, # where checkpoints and the model go (None: nowhere)
                  image_processor=None,            # saved with the model (its preprocessor_config.json)
-                 device=None):                    # default: the model's
+                 device=None,                     # default: the model's
+                 compile:bool=False):             # torch.compile the model (in place, notebook 06): slower start, faster steps
         self.cfg = cfg = config or TrainConfig()
         self.model, self.train_ds, self.valid_ds = model, train_ds, valid_ds
         self.loss_fn = loss_fn if loss_fn is not None else LabelLoss(cfg.label_smoothing)
@@ -268,6 +270,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: lr_at(step) / cfg.lr)
         self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
                     if cfg.ema_decay else None)
+        if compile: compile_model(model)          # in place, after the EMA copied the plain model: the state_dict and saves do not change
         self.mixup = (Mixup(num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, cfg.switch_prob,
                             cfg.label_smoothing) if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
         self.epoch, self.step, self.history = 0, 0, []
