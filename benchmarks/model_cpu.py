@@ -19,6 +19,8 @@ Rows:
 - peak memory of that training step: the rise of the process's peak RSS over its RSS before the first of 3 steps,
   each candidate in a fresh subprocess (Linux: the peak is reset through /proc/self/clear_refs, so loading does not
   count), ours / transformers;
+- activations kept for backward: the bytes of every tensor autograd saves in one training forward (parameters
+  excluded, shared storage counted once), through `torch.autograd.graph.saved_tensors_hooks`: exact, not noisy;
 - bf16: only on a CPU with native bf16 (AVX512_BF16 or AMX); elsewhere the row says why it is not measured.
 """
 import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
@@ -153,6 +155,27 @@ for _ in range(3):
 print(kib("VmHWM") - before)
 """
 
+def saved_for_backward(model, x, y) -> int:
+    "Bytes of the activations autograd keeps for the backward pass of one training forward (parameters excluded; exact)"
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params: seen[st.data_ptr()] = st.nbytes()
+        return t
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x, labels=y).loss
+    return sum(seen.values())
+
+def activation_row(size:str, batch:int) -> dict:
+    ours, theirs = pair(DeiTForImageClassification, PRESETS[size])
+    ours.train(); theirs.train()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(batch, 3, 224, 224, generator=g), torch.randint(0, 1000, (batch,), generator=g)
+    o, t = saved_for_backward(ours, x, y) / 2**20, saved_for_backward(theirs, x, y) / 2**20
+    return dict(measure="activations kept for backward", model=size, batch=batch, ours="sdpa", ratio=o / t, ours_ms=None, ref_ms=None,
+                ours_mib=o, ref_mib=t, max_diff=None)
+
 def memory_row(size:str, batch:int) -> dict:
     def peak(who):
         code = MEMORY_CHILD.format(root=str(ROOT), preset=PRESETS[size], who=who, batch=batch)
@@ -206,7 +229,7 @@ def main():
         t0 = time.perf_counter()
         if kind == "inference": rows += inference_rows(size, batch, rounds, compiled)
         elif kind == "train": rows += train_rows(size, batch, max(3, rounds // 2), compiled)
-        elif kind == "memory": rows.append(memory_row(size, batch))
+        elif kind == "memory": rows += [activation_row(size, batch), memory_row(size, batch)]
         else: rows.append(bf16_row(size, batch, rounds))
         print(f"{kind} {size} batch {batch}: {time.perf_counter() - t0:.0f} s", flush=True)
         print(table(rows[-4:], m).split("\n", 2)[2], flush=True)

@@ -1,4 +1,4 @@
-"""The opt-in `torch.compile` fast path (notebook 06's `compile_model`): same numbers as eager, a clear fallback."""
+"""The fast paths: training with GELU recomputed (notebook 06), and the opt-in `torch.compile` (`compile_model`)."""
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -36,3 +36,22 @@ def test_cli_compile_without_a_compiler_warns_and_still_predicts(tmp_path):
     assert json.loads(bare.stdout)["results"] == json.loads(plain.stdout)["results"]
     assert bare.stderr.strip() == ("deit-scratch: warning: torch.compile needs a C++ compiler on the CPU (g++ or clang++; "
                                    "e.g. apt-get install g++): running uncompiled"), bare.stderr
+
+def test_training_gradients_match_transformers():
+    "The training fast path (GeluLinear: GELU recomputed in the backward pass) gives transformers' gradients, to 1e-5"
+    import tempfile, transformers
+    from deit_test_utils import randomise
+    torch.manual_seed(0)
+    ours = randomise(ds.DeiTForImageClassification(ds.DeiTConfig(**CFG)), 3).train()
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        theirs = transformers.DeiTForImageClassification.from_pretrained(d, attn_implementation="sdpa").train()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 1, 4])
+    with torch.enable_grad():
+        lo, lt = ours(x, labels=y).loss, theirs(x, labels=y).loss
+        lo.backward(); lt.backward()
+    torch.testing.assert_close(lo, lt, rtol=0, atol=1e-6)
+    g_hf = {n: p.grad for n, p in theirs.named_parameters()}
+    g_ours = {n: p.grad for n, p in ours.named_parameters()}                   # transformers 5's in-memory names, as ours
+    assert set(g_ours) == set(g_hf), set(g_ours) ^ set(g_hf)
+    for n, g in g_ours.items(): torch.testing.assert_close(g, g_hf[n], rtol=0, atol=1e-5, msg=n)
