@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/preprocessing.py [--batch 32] [--rounds 7] [--workers N]
 
-Scenarios: the real photos of ../shared/images (PIL images, decoded beforehand) cycled to a batch, the same photos as
+Scenarios: the real photos of tests/images (PIL images, decoded beforehand) cycled to a batch, the same photos as
 file paths (decoding included), synthetic PIL images of assorted sizes, and a synthetic (B, 480, 640, 3) uint8 array.
 Each round times both processors once on the same input, in alternating order, so that load from other processes
 hits both alike; the table gives median images/s and the median of the per-round ratios (ours / transformers, > 1:
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from deit_scratch.preprocessing import DeiTImageProcessor, _n_cpus
 
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+IMAGES = Path(__file__).resolve().parents[1] / "tests" / "images"
 
 def scenarios(batch:int) -> dict:
     rng = np.random.default_rng(0)

@@ -6,7 +6,8 @@
 __all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'IMAGENET_STANDARD_MEAN', 'IMAGENET_STANDARD_STD',
            'PREPROCESSOR_CONFIG', 'HIGH_DEPTH_MODES', 'high_depth_to_8bit', 'load_strict', 'load_image', 'pil_to_rgb',
            'array_to_rgb', 'size_dict', 'resize_shape', 'crop_offsets', 'center_crop', 'rescale_normalize',
-           'normalize_lut', 'prepare_image', 'check_output_size', 'resize', 'DeiTImageProcessor', 'BatchFeature']
+           'normalize_lut', 'prepare_image', 'check_output_size', 'resize', 'DeiTImageProcessor', 'BatchFeature',
+           'DeiTImageProcessorFast', 'DeiTFeatureExtractor']
 
 # %% ../nbs/08_preprocessing.ipynb #c932e356
 import json, math, os, re, threading, warnings
@@ -597,7 +598,7 @@ def to_dict(self:DeiTImageProcessor) -> dict:
     d = {**self.extra, "do_resize": self.do_resize, "size": dict(self.size), "resample": int(self.resample),
          "do_center_crop": self.do_center_crop, "crop_size": dict(self.crop_size), "do_rescale": self.do_rescale,
          "rescale_factor": self.rescale_factor, "do_normalize": self.do_normalize, "image_mean": lst(self.image_mean),
-         "image_std": lst(self.image_std), "image_processor_type": "DeiTImageProcessor"}
+         "image_std": lst(self.image_std), "image_processor_type": getattr(type(self), "processor_type", "DeiTImageProcessor")}
     if self.do_convert_rgb is not None: d["do_convert_rgb"] = self.do_convert_rgb
     if self.numerics != "transformers": d["numerics"] = self.numerics
     if not self.default_to_square: d["default_to_square"] = False
@@ -662,3 +663,15 @@ def facebook_eval(cls:DeiTImageProcessor,
     kw = dict(size={"shortest_edge": int(input_size / crop_ratio)}, crop_size=input_size, resample=Image.Resampling.BICUBIC,
               image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD, numerics="torchvision")
     return cls(**{**kw, **kwargs})
+
+# %% ../nbs/08_preprocessing.ipynb #43877057
+class DeiTImageProcessorFast(DeiTImageProcessor):
+    "transformers' name for its fast processor: here the same `DeiTImageProcessor` (faster than transformers' fast one on the CPU, bit-identical to its PIL path)"
+    processor_type = "DeiTImageProcessorFast"
+
+class DeiTFeatureExtractor(DeiTImageProcessor):
+    "The deprecated name of `DeiTImageProcessor`, kept as transformers keeps it: it warns and otherwise is the processor"
+    def __init__(self, *args, **kwargs):
+        warnings.warn("The class DeiTFeatureExtractor is deprecated and will be removed in a future version. "
+                      "Please use DeiTImageProcessor instead.", FutureWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)

@@ -13,17 +13,17 @@ def pytest_terminal_summary(terminalreporter):
         for k,v in sorted(WORST.items()): terminalreporter.write_line(f"{k:45s} {v:.2e}")
 
 
-# The real photos (CI has ../shared/images beside the clone; a user's clone does not: those tests skip)
-IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+# The real photos, in the repository (public domain / CC0: tests/images/README.md has their sources and licences)
+IMAGES = Path(__file__).resolve().parent / "images"
 PHOTO_NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg"]
 
 @pytest.fixture(scope="session")
 def photo_paths():
-    "Paths of the five real test photos, or a skip saying where they were looked for"
-    if not IMAGES.is_dir(): pytest.skip(f"real photos not found at {IMAGES} (the shared/images folder next to the repository)")
+    "Paths of the five real test photos (tests/images)"
+    if not IMAGES.is_dir(): pytest.fail(f"real photos not found at {IMAGES} (they are part of the repository)")
     paths = [IMAGES / n for n in PHOTO_NAMES]
     missing = [str(p) for p in paths if not p.is_file()]
-    if missing: pytest.skip(f"real photos missing: {missing}")
+    if missing: pytest.fail(f"real photos missing: {missing}")
     return paths
 
 

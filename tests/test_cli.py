@@ -1,5 +1,5 @@
 """The `deit-scratch` command line: the installed console script and `python -m deit_scratch.cli` run in subprocesses
-(predict on the real photos in ../shared/images and on images written here, --json against the library's `predict`,
+(predict on the real photos in tests/images and on images written here, --json against the library's `predict`,
 convert round trips loaded back by transformers 5.23), and every error case with its exit code and one-line message
 (in-process through `main`, which the script calls, plus a few through the script itself).
 Checkpoints are tiny and random: the numbers are meaningless, the plumbing is what is tested."""

@@ -6,7 +6,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/"nbs"
 PUBLIC = ("DeiTConfig", "DeiTModel", "DeiTForImageClassification", "DeiTForImageClassificationWithTeacher", "DeiTForMaskedImageModeling",
-          "DistillationLoss", "Teacher", "train", "Trainer", "TrainConfig", "load_fashion_mnist", "fashion_mnist", "ImageFolder", "ConvNet")
+          "DistillationLoss", "Teacher", "train", "Trainer", "TrainConfig", "load_fashion_mnist", "fashion_mnist", "ImageFolder", "ConvNet",
+          "DeiTImageProcessor", "DeiTImageProcessorFast", "DeiTFeatureExtractor")
 RUNTIME = {"torch", "numpy", "pillow", "safetensors", "fastcore", "tqdm"}
 
 def settings():

@@ -1,5 +1,5 @@
 """`deit_scratch.preprocessing.DeiTImageProcessor` against transformers 5.23's `DeiTImageProcessorPil`: bit-identical
-output (same type, shape, dtype, max |diff| == 0) on the real photos in ../shared/images and on synthetic inputs,
+output (same type, shape, dtype, max |diff| == 0) on the real photos in tests/images and on synthetic inputs,
 plus modes, paths/EXIF, configuration files, the facebookresearch preset and every error case."""
 import io, json, logging
 from pathlib import Path
