@@ -17,6 +17,7 @@ else
 endif
 
 test: setup check-sync
+	$(VENV)/python tools/check_order.py
 	$(NB_ENV) $(VENV)/nbdev_test --n_workers 2
 	$(VENV)/python -m pytest tests/ -q
 
