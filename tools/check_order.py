@@ -42,5 +42,5 @@ if __name__ == "__main__":
     for name, j, mod, later in bad: print(f"{name} (code cell {j}) imports deit_scratch.{mod}, which {later} builds later in the course")
     gone = KNOWN - {(v[0], v[2]) for v in found}
     for name, mod in sorted(gone): print(f"{name} no longer imports deit_scratch.{mod}: remove it from KNOWN in tools/check_order.py")
-    print(f"check_order: {len(found) - len(bad)} known forward reference(s) left (issue 11), {len(bad)} new" if not (bad or gone) else "", end="")
+    if not (bad or gone): print(f"check_order: {len(found) - len(bad)} known forward reference(s) left (issue 11), none new")
     sys.exit(1 if bad or gone else 0)
