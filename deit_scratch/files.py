@@ -4,11 +4,11 @@
 __all__ = ['MAX_JSON_BYTES', 'MAX_IMAGE_BYTES', 'JOURNAL', 'STAGING', 'check_file', 'open_file', 'read_bytes', 'read_json',
            'SaveError', 'atomic_write', 'is_plain_name', 'finish_save', 'save_files', 'hub_offline_reason']
 
-# %% ../nbs/00a_files.ipynb #827cc9ec
+# %% ../nbs/00a_files.ipynb #a8f8e46a
 import contextlib, errno, json, os, re, secrets, shutil, socket, stat, threading, time, urllib.parse
 from pathlib import Path
 
-# %% ../nbs/00a_files.ipynb #4434bae0
+# %% ../nbs/00a_files.ipynb #27d5849e
 MAX_JSON_BYTES = 64 * 2**20      # configuration files: 64 MiB (a config with 21,843 ImageNet-22k labels is about 1 MiB)
 MAX_IMAGE_BYTES = 2 * 2**30      # one encoded image file: 2 GiB (PIL's pixel limit guards the decoded size)
 
@@ -26,7 +26,7 @@ def _check_stat(st, path, what:str, max_bytes:int|None):
     if max_bytes is not None and st.st_size > max_bytes:
         raise ValueError(f"{what} {str(path)!r} is {st.st_size:,} bytes, more than the {_size(max_bytes)} such a file may have")
 
-# %% ../nbs/00a_files.ipynb #dd2507cf
+# %% ../nbs/00a_files.ipynb #d9c65268
 def check_file(path,                    # the file (symbolic links are followed: the hub cache is made of them)
                what:str="file",         # what the file is, for the error message ("config.json", "weights file", ...)
                max_bytes:int|None=None, # refuse larger files; None: no limit
@@ -39,7 +39,7 @@ def check_file(path,                    # the file (symbolic links are followed:
     _check_stat(st, p, what, max_bytes)
     return p
 
-# %% ../nbs/00a_files.ipynb #2f28b09c
+# %% ../nbs/00a_files.ipynb #7e3fa38b
 def open_file(path,                    # the file to open for reading (binary)
               what:str="file",         # named in errors
               max_bytes:int|None=None, # refuse larger files (None: no limit)
@@ -64,7 +64,7 @@ def read_bytes(path,                    # the file to read
         raise ValueError(f"{what} {str(path)!r} is more than the {_size(max_bytes)} such a file may have")
     return data
 
-# %% ../nbs/00a_files.ipynb #440004e3
+# %% ../nbs/00a_files.ipynb #828da1cd
 def read_json(path,                     # a JSON file
               what:str="JSON file",     # named in errors ("config.json", "the shard index", ...)
               max_bytes:int=MAX_JSON_BYTES,
@@ -78,7 +78,7 @@ def read_json(path,                     # a JSON file
     if not isinstance(d, dict): raise ValueError(f"{what} {str(path)!r} does not hold a JSON object {{...}}: it holds a JSON {type(d).__name__}")
     return d
 
-# %% ../nbs/00a_files.ipynb #a6a39379
+# %% ../nbs/00a_files.ipynb #984476b9
 class SaveError(OSError):
     "A save that failed before anything was changed: what was at the target is still there"
 
@@ -101,7 +101,7 @@ def _fsync_dir(d:Path):
 def _fsync_file(p:Path):
     with open(p, "rb+") as f: os.fsync(f.fileno())
 
-# %% ../nbs/00a_files.ipynb #c03ef6b2
+# %% ../nbs/00a_files.ipynb #c4499eae
 def atomic_write(path,                  # the file to (re)place
                  data:bytes|str|None=None, # the new contents (str: UTF-8)
                  writer=None,           # or a function `writer(tmp_path)` that writes the file (torch.save, save_file, ...)
@@ -124,7 +124,7 @@ def atomic_write(path,                  # the file to (re)place
     _fsync_dir(p.parent)
     return p
 
-# %% ../nbs/00a_files.ipynb #dc3a7068
+# %% ../nbs/00a_files.ipynb #d9e8ff7a
 JOURNAL, STAGING = ".deit-scratch-save.json", ".deit-scratch-tmp-"
 _STAGED = re.compile(r"^\.deit-scratch-tmp-[0-9a-f]{16}/(?P<name>[^/\\]+)$")
 
@@ -149,9 +149,9 @@ def _apply(d:Path, plan:dict, strict:bool):
     _fsync_dir(d)
     (d/JOURNAL).unlink(missing_ok=True)
     _fsync_dir(d)
-    for src, _ in plan["rename"][:1]: shutil.rmtree(d/src.split("/")[0], ignore_errors=True)
+    if plan["rename"]: shutil.rmtree(d/plan["rename"][0][0].split("/")[0], ignore_errors=True)   # the (now empty) staging folder
 
-# %% ../nbs/00a_files.ipynb #8b445b51
+# %% ../nbs/00a_files.ipynb #8a4bf660
 def _read_journal(d:Path) -> dict:
     plan = read_json(d/JOURNAL, "the save journal", max_bytes=2**20)
     ren, rem = plan.get("rename"), plan.get("remove")
@@ -178,7 +178,7 @@ def finish_save(directory) -> bool:
                          "its files may mix two saves. Make the directory writable and load it again, or save it anew") from None
     return True
 
-# %% ../nbs/00a_files.ipynb #10fe5e5e
+# %% ../nbs/00a_files.ipynb #af390d15
 def save_files(directory,                  # created if needed
                writers:dict,               # file name -> `writer(tmp_path)`, or the bytes / str to write
                remove:tuple|list=(),       # file names to delete (stale files the new ones replace)
@@ -214,7 +214,7 @@ def _save_locked(d:Path, writers:dict, remove) -> list:
     _apply(d, plan, strict=True)
     return [d/n for n in writers]
 
-# %% ../nbs/00a_files.ipynb #ca47cdcb
+# %% ../nbs/00a_files.ipynb #e300150f
 _hub_checks = {}
 
 def _probe(host:str, port:int, timeout:float) -> str|None:
