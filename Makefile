@@ -2,7 +2,9 @@
 #   make course   set everything up, then open the course in JupyterLab on nbs/
 #                 (make course HEADLESS=1: execute every notebook, all cells but GPU ones, without a browser)
 #   make test     set everything up, then run all tests (nbdev_test on the notebooks + pytest tests/)
-.PHONY: course test setup check-sync
+#   make docs     build the website into _docs/ (Quarto's nbdev_docs where Quarto is installed, else an offline
+#                 nbconvert build of the same pages) and check it: pages, figures, links, and in headless Chromium
+.PHONY: course test setup check-sync docs
 VENV := .venv/bin
 # Without an NVIDIA GPU, Triton kernels run in its CPU interpreter. Triton reads TRITON_INTERPRET when it is first
 # imported, and nbdev_test runs several notebooks per process (torch's profiler imports triton too), so set it up front.
@@ -20,6 +22,9 @@ test: setup check-sync
 	$(VENV)/python tools/check_order.py
 	$(NB_ENV) $(VENV)/nbdev_test --n_workers 2
 	$(VENV)/python -m pytest tests/ -q
+
+docs: setup
+	$(VENV)/python tools/build_docs.py
 
 setup:
 	tools/setup_env.sh dev

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['ACT2CLS', 'HF_TO_OURS', 'OURS_TO_HF', 'WEIGHT_FILES', 'QuickGELU', 'get_activation', 'GeluLinear', 'DeiTMLP',
            'DeiTLayer', 'ModelOutput', 'BaseModelOutputWithPooling', 'DeiTPooler', 'get_head_mask',
-           'DeiTPreTrainedModel', 'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights', 'split_overrides',
-           'override_config', 'weight_files_in', 'write_checkpoint', 'compile_reason', 'compile_model']
+           'DeiTPreTrainedModel', 'DeiTModel', 'rename_keys', 'load_weights_file', 'find_weights', 'weight_files_in',
+           'write_checkpoint', 'compile_reason', 'compile_model']
 
 # %% ../nbs/06_encoder.ipynb #42c56450
-import argparse, contextlib, inspect, json, os, re, shutil, warnings
+import argparse, contextlib, json, os, re, shutil, warnings
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -131,7 +131,7 @@ def get_head_mask(head_mask,          # None, (heads,) or (layers, heads); 1 kee
 
 # %% ../nbs/06_encoder.ipynb #6a695ce6
 class DeiTPreTrainedModel(nn.Module):
-    "Base class: config, transformers-style weight init, `from_pretrained` and `save_pretrained`"
+    "Base class: config, transformers-style weight init, weights in transformers' names (`from_pretrained`: notebook 09)"
     base_model_prefix = "deit"
     optional_keys = (r"^pooler\.", r"^embeddings\.mask_token$", r"^(classifier|cls_classifier|distillation_classifier|decoder)\.")
 
@@ -331,55 +331,6 @@ def load_hf_state_dict(self:DeiTPreTrainedModel,
     if new: warnings.warn(f"Newly initialised, not in the checkpoint: {new}. Train them before use.", stacklevel=3)
     return report
 
-# %% ../nbs/06_encoder.ipynb #d6c7c6b5
-def split_overrides(cls:type,          # the model class being built
-                    overrides:dict,    # keyword arguments given to `from_pretrained`
-                   ) -> tuple:
-    "(model constructor kwargs, config overrides); unknown names raise a `ValueError` listing the known fields"
-    model_args = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
-    model_kwargs = {k: v for k, v in overrides.items() if k in model_args}
-    config_overrides = {k: v for k, v in overrides.items() if k not in model_args}
-    known = set(inspect.signature(DeiTConfig.__init__).parameters) - {"self", "kwargs"}
-    if unknown := set(config_overrides) - known: raise ValueError(f"Unknown config fields {sorted(unknown)}; known fields: {sorted(known)}")
-    return model_kwargs, config_overrides
-
-def override_config(config:DeiTConfig,            # the checkpoint's config
-                    overrides:dict,               # config fields to change
-                    attn_implementation:str|None=None, # also switch the attention kernel
-                   ) -> tuple:
-    "(a new config with `overrides` applied, whether `num_labels` changed so the heads must be initialised anew)"
-    d = config.to_dict()
-    new_head = "num_labels" in overrides and overrides["num_labels"] != config.num_labels
-    if "num_labels" in overrides and "id2label" not in overrides: d.pop("id2label"); d.pop("label2id")   # names of the old classes
-    if attn_implementation is not None: overrides = {**overrides, "attn_implementation": attn_implementation}
-    return DeiTConfig.from_dict(d, **overrides), new_head
-
-# %% ../nbs/06_encoder.ipynb #4e0e68cc
-@patch(cls_method=True)
-def from_pretrained(cls:DeiTPreTrainedModel,
-                    path,                           # directory written by `save_pretrained` (ours or transformers'), or a weights file
-                    config:DeiTConfig|None=None,    # use this config instead of the directory's config.json
-                    attn_implementation:str|None=None, # "eager" or "sdpa"
-                    dtype:torch.dtype|str|None=None,   # e.g. torch.bfloat16; "auto": the dtype in config.json; None: float32
-                    strict:bool=True,               # raise on missing/unexpected/mismatched keys
-                    output_loading_info:bool=False, # also return the loading report
-                    **config_overrides):            # config fields to change (num_labels=10), or the model's own arguments (add_pooling_layer=False)
-    "Build the model from a checkpoint directory in transformers' format"
-    model_kwargs, config_overrides = split_overrides(cls, config_overrides)
-    p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f"{path} does not exist")
-    if config is None:
-        if not p.is_dir(): raise ValueError(f"{path} is a file: pass config= to say what model it holds")
-        config = DeiTConfig.from_pretrained(p)
-    config, new_head = override_config(config, config_overrides, attn_implementation)
-    model = cls(config, **model_kwargs)
-    sd = load_weights_file(find_weights(p) if p.is_dir() else p)
-    report = model.load_hf_state_dict(sd, strict=strict, reinit_heads=new_head)
-    if dtype == "auto": dtype = getattr(torch, str(config.extra.get("dtype") or config.extra.get("torch_dtype") or "float32"))
-    if dtype is not None: model.to(dtype)
-    model.eval()
-    return (model, report) if output_loading_info else model
-
 # %% ../nbs/06_encoder.ipynb #5b37f5d7
 _SHARD = re.compile(r"^(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)$")
 
@@ -410,16 +361,6 @@ def write_checkpoint(directory,                    # created if needed
         else: torch.save(sd, p)
     writers = {weights: write_weights, **(more or {}), "config.json": config.to_json_string()}
     return save_files(directory, writers, remove=[n for n in weight_files_in(directory) if n != weights])
-
-# %% ../nbs/06_encoder.ipynb #026b0f5f
-@patch
-def save_pretrained(self:DeiTPreTrainedModel,
-                    save_directory,                 # created if needed
-                    safe_serialization:bool=True):  # False: pytorch_model.bin instead of model.safetensors
-    "Write config.json and model.safetensors (or pytorch_model.bin) that transformers can load"
-    cfg = DeiTConfig.from_dict(self.config.to_dict())
-    cfg.extra.update(architectures=[type(self).__name__], dtype=str(self.dtype).replace("torch.", ""))
-    write_checkpoint(save_directory, cfg, self.hf_state_dict(), safe_serialization)
 
 # %% ../nbs/06_encoder.ipynb #6c1678e6
 def compile_reason(device) -> str|None:

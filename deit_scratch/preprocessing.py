@@ -7,7 +7,7 @@ __all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'IMAGENET_STANDARD_M
            'PREPROCESSOR_CONFIG', 'HIGH_DEPTH_MODES', 'high_depth_to_8bit', 'load_strict', 'load_image', 'pil_to_rgb',
            'array_to_rgb', 'size_dict', 'resize_shape', 'crop_offsets', 'center_crop', 'rescale_normalize',
            'normalize_lut', 'prepare_image', 'check_output_size', 'resize', 'DeiTImageProcessor', 'BatchFeature',
-           'DeiTImageProcessorFast', 'DeiTFeatureExtractor']
+           'hub_file', 'DeiTImageProcessorFast', 'DeiTFeatureExtractor']
 
 # %% ../nbs/08_preprocessing.ipynb #c932e356
 import json, math, os, re, threading, warnings
@@ -637,11 +637,11 @@ def from_pretrained(cls:DeiTImageProcessor,
     if p.is_dir(): finish_save(p); p = p / PREPROCESSOR_CONFIG
     if not (p.exists() or p.is_symlink()):                       # (a FIFO or a directory there: read_json names it)
         if Path(path).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)): raise ValueError(f"No {PREPROCESSOR_CONFIG} at {str(path)!r}")
-        p = Path(_hub_file(str(path), PREPROCESSOR_CONFIG))
+        p = Path(hub_file(str(path), PREPROCESSOR_CONFIG))
     return cls.from_dict(read_json(p, PREPROCESSOR_CONFIG), **kwargs)   # a regular file of bounded size
 
 # %% ../nbs/08_preprocessing.ipynb #00838c24
-def _hub_file(repo_id:str, filename:str) -> str:
+def hub_file(repo_id:str, filename:str) -> str:
     "Local path of `filename` in hub repo `repo_id` (the cached copy when offline), through `huggingface_hub` when installed"
     try: from huggingface_hub import hf_hub_download
     except ImportError: raise ValueError(f"{repo_id!r} is not a local path, and huggingface_hub is not installed to fetch it: "

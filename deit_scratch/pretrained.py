@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['FB_TO_HF', 'FB_HEADS_TO_HF', 'HF_TO_FB', 'ARCHITECTURES', 'fb_to_hf', 'hf_to_fb', 'unwrap_checkpoint',
            'checkpoint_format', 'checkpoint_facts', 'config_from_checkpoint', 'resample_position_embeddings',
-           'is_hub_id', 'hub_snapshot', 'resolve_checkpoint', 'read_checkpoint', 'model_class_for', 'load_model',
-           'imagenet_id2label']
+           'is_hub_id', 'hub_snapshot', 'resolve_checkpoint', 'read_checkpoint', 'model_class_for', 'split_overrides',
+           'override_config', 'load_model', 'imagenet_id2label']
 
 # %% ../nbs/09_pretrained.ipynb #733b001c
-import json, math, re
+import inspect, json, math, re
 from pathlib import Path
 import torch
 from fastcore.basics import patch
-from .config import DeiTConfig, PRESETS, imagenet_id2label, to_pair
+from .config import DeiTConfig, PRESETS, imagenet_id2label, default_id2label, to_pair
 from .encoder import (DeiTPreTrainedModel, DeiTModel, WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys,
-                                  split_overrides, override_config, write_checkpoint)
+                                  write_checkpoint)
 from .files import read_json, finish_save, hub_offline_reason
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
-from .pos_interpolation import interpolate_pos_embed
+from .tokens import interpolate_pos_embed
 
 # %% ../nbs/09_pretrained.ipynb #456b8268
 FB_TO_HF = [  # timm / facebookresearch/deit trunk names -> transformers' on-disk names (the fused qkv is split apart)
@@ -161,7 +161,7 @@ def config_from_checkpoint(facts:dict,                 # `checkpoint_facts` of t
               intermediate_size=f.get("intermediate_size", 4*f["hidden_size"]), encoder_stride=f.get("encoder_stride", ph))
     if "num_labels" in f:
         kw["num_labels"] = f["num_labels"]
-        if f["num_labels"] == 1000: kw["id2label"] = imagenet_id2label()     # ImageNet-1k: name the classes
+        if (names := default_id2label(f["num_labels"])) is not None: kw["id2label"] = names   # 1000: ImageNet's names
     if "num_attention_heads" not in overrides:
         same = lambda p: all(p[k] == kw[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size")) and (p["patch_size"],)*2 == (ph, pw)
         key = _preset_key(name) if name else None
@@ -194,6 +194,25 @@ def resample_position_embeddings(sd:dict,                    # transformers-name
         done.append((k, tuple(src.shape), tuple(new.shape)))
     return done
 
+# %% ../nbs/09_pretrained.ipynb #323cf9a2
+_HF_NAMES = {("DeiTModel", False): "ViTModel", ("DeiTForImageClassification", False): "ViTForImageClassification",
+             ("DeiTForMaskedImageModeling", False): "ViTForMaskedImageModeling"}
+
+@patch
+def save_pretrained(self:DeiTPreTrainedModel,
+                    save_directory,                 # created if needed
+                    safe_serialization:bool=True,   # False: pytorch_model.bin instead of model.safetensors
+                    image_processor=None):          # e.g. a DeiTImageProcessor: also write its preprocessor_config.json
+    "Write config.json and model.safetensors (or pytorch_model.bin) in transformers' format (ViT's for the ViT variant)"
+    d = Path(save_directory)
+    if d.exists() and not d.is_dir(): raise ValueError(f"{d} is a file, not a directory")
+    name = type(self).__name__
+    cfg = DeiTConfig.from_dict(self.config.to_dict())
+    cfg.extra.update(architectures=[_HF_NAMES.get((name, self.config.use_distillation_token), name)],
+                     dtype=str(self.dtype).replace("torch.", ""))
+    more = {"preprocessor_config.json": image_processor.to_json_string()} if image_processor is not None else None
+    write_checkpoint(d, cfg, self.hf_state_dict(), safe_serialization, more)   # one commit: all files, or none (notebook 00a)
+
 # %% ../nbs/09_pretrained.ipynb #3bf8618c
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".json", ".ckpt", ".tar")
 
@@ -211,7 +230,7 @@ def hub_snapshot(repo_id:str) -> Path:
     "A local directory holding `config.json` and the weights of hub repository `repo_id`: the cached copy if any, else downloaded"
     try: from huggingface_hub import snapshot_download, list_repo_files
     except ImportError: raise ValueError(_no_hub_message(repo_id)) from None
-    from deit_scratch.preprocessing import _hub_file
+    from deit_scratch.preprocessing import hub_file
     try:                                                                   # 1. the local cache: no network
         d = Path(snapshot_download(repo_id, local_files_only=True))
         find_weights(d)
@@ -226,10 +245,10 @@ def hub_snapshot(repo_id:str) -> Path:
     weights = next((f for f in WEIGHT_FILES if f in files), None)
     if weights is None: raise ValueError(f"The hub repository {repo_id!r} has none of {', '.join(WEIGHT_FILES)} (files: {files[:10]})")
     for name in ("config.json", "preprocessor_config.json"):
-        if name in files: _hub_file(repo_id, name)
-    path = Path(_hub_file(repo_id, weights))
+        if name in files: hub_file(repo_id, name)
+    path = Path(hub_file(repo_id, weights))
     if weights.endswith(".index.json"):
-        for shard in sorted(set((read_json(path, "shard index").get("weight_map") or {}).values())): _hub_file(repo_id, shard)
+        for shard in sorted(set((read_json(path, "shard index").get("weight_map") or {}).values())): hub_file(repo_id, shard)
     return path.parent
 
 def resolve_checkpoint(path_or_id) -> Path:
@@ -277,6 +296,29 @@ def model_class_for(cfg:dict|None, # config.json, if any
     kw = dict(add_pooling_layer=facts["pooler"], use_mask_token=facts["mask_token"]) if cls is DeiTModel else {}
     return cls, kw
 
+# %% ../nbs/09_pretrained.ipynb #d6c7c6b5
+def split_overrides(cls:type,          # the model class being built
+                    overrides:dict,    # keyword arguments given to `from_pretrained`
+                   ) -> tuple:
+    "(model constructor kwargs, config overrides); unknown names raise a `ValueError` listing the known fields"
+    model_args = set(inspect.signature(cls.__init__).parameters) - {"self", "config"}
+    model_kwargs = {k: v for k, v in overrides.items() if k in model_args}
+    config_overrides = {k: v for k, v in overrides.items() if k not in model_args}
+    known = set(inspect.signature(DeiTConfig.__init__).parameters) - {"self", "kwargs"}
+    if unknown := set(config_overrides) - known: raise ValueError(f"Unknown config fields {sorted(unknown)}; known fields: {sorted(known)}")
+    return model_kwargs, config_overrides
+
+def override_config(config:DeiTConfig,            # the checkpoint's config
+                    overrides:dict,               # config fields to change
+                    attn_implementation:str|None=None, # also switch the attention kernel
+                   ) -> tuple:
+    "(a new config with `overrides` applied, whether `num_labels` changed so the heads must be initialised anew)"
+    d = config.to_dict()
+    new_head = "num_labels" in overrides and overrides["num_labels"] != config.num_labels
+    if "num_labels" in overrides and "id2label" not in overrides: d.pop("id2label"); d.pop("label2id")   # names of the old classes
+    if attn_implementation is not None: overrides = {**overrides, "attn_implementation": attn_implementation}
+    return DeiTConfig.from_dict(d, **overrides), new_head
+
 # %% ../nbs/09_pretrained.ipynb #cb236ca0
 def _disagreements(config:DeiTConfig, f:dict) -> list:
     "How `config` disagrees with the checkpoint facts `f` (the image size apart: positions are resampled)"
@@ -320,8 +362,8 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
         heads = {k: config_overrides[k] for k in ("num_attention_heads",) if k in config_overrides}
         config = ckpt_config or config_from_checkpoint(facts, hint, layer_norm_eps=1e-6 if fmt == "timm" else 1e-12, **heads)
     elif not isinstance(config, DeiTConfig): raise TypeError(f"config must be a DeiTConfig or a preset name, got {type(config).__name__}")
-    if config_overrides.get("num_labels") == 1000 and "id2label" not in config_overrides:
-        config_overrides["id2label"] = imagenet_id2label()                    # 1000 classes: ImageNet's names
+    if "num_labels" in config_overrides and "id2label" not in config_overrides and (names := default_id2label(config_overrides["num_labels"])):
+        config_overrides["id2label"] = names                                  # 1000 classes: ImageNet's names
     config, new_head = override_config(config, config_overrides, attn_implementation)
     # build, resample, load
     model = cls(config, **model_kwargs)
@@ -347,7 +389,7 @@ def from_pretrained(cls:DeiTPreTrainedModel,
                     strict:bool=True,                  # raise on missing/unexpected/mismatched keys
                     output_loading_info:bool=False,    # also return the loading report
                     **config_overrides):               # config fields to change (image_size=384, num_labels=10), or the model's own arguments
-    "Build this model class from any supported checkpoint (replaces notebook 06's version)"
+    "Build this model class from any supported checkpoint"
     return _load(cls, path_or_id, config, attn_implementation, dtype, strict, output_loading_info, **config_overrides)
 
 def load_model(path_or_id,                          # a directory, a weights file or a hub id
@@ -359,25 +401,6 @@ def load_model(path_or_id,                          # a directory, a weights fil
                **config_overrides):                 # config fields to change (image_size=384, num_labels=10)
     "Load a checkpoint into the model class it was saved as (config.json's `architectures`, else what its heads say)"
     return _load(None, path_or_id, config, attn_implementation, dtype, strict, output_loading_info, **config_overrides)
-
-# %% ../nbs/09_pretrained.ipynb #323cf9a2
-_HF_NAMES = {("DeiTModel", False): "ViTModel", ("DeiTForImageClassification", False): "ViTForImageClassification",
-             ("DeiTForMaskedImageModeling", False): "ViTForMaskedImageModeling"}
-
-@patch
-def save_pretrained(self:DeiTPreTrainedModel,
-                    save_directory,                 # created if needed
-                    safe_serialization:bool=True,   # False: pytorch_model.bin instead of model.safetensors
-                    image_processor=None):          # e.g. a DeiTImageProcessor: also write its preprocessor_config.json
-    "Write config.json and model.safetensors (or pytorch_model.bin) in transformers' format (ViT's for the ViT variant)"
-    d = Path(save_directory)
-    if d.exists() and not d.is_dir(): raise ValueError(f"{d} is a file, not a directory")
-    name = type(self).__name__
-    cfg = DeiTConfig.from_dict(self.config.to_dict())
-    cfg.extra.update(architectures=[_HF_NAMES.get((name, self.config.use_distillation_token), name)],
-                     dtype=str(self.dtype).replace("torch.", ""))
-    more = {"preprocessor_config.json": image_processor.to_json_string()} if image_processor is not None else None
-    write_checkpoint(d, cfg, self.hf_state_dict(), safe_serialization, more)   # one commit: all files, or none (notebook 00a)
 
 # %% ../nbs/09_pretrained.ipynb #91efdf3a
 _all_ = ['imagenet_id2label']   # re-exported: `from deit_scratch.pretrained import load_model, imagenet_id2label`

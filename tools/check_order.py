@@ -1,10 +1,16 @@
 #!/usr/bin/env python
-"""No forward references: a notebook may only import modules that notebooks before it (in the sidebar's reading order)
-export. Prints each violation (notebook, cell, module, the notebook that exports it) and exits 1 if there is any.
+"""The course's order, checked (issue 11). Two rules, in the sidebar's reading order:
+
+1. No forward references: a notebook may only import modules that notebooks before it export.
+2. Nothing exported is replaced later: a `@patch` may *add* a method to a class (as it is explained), never
+   redefine one that an exported cell already defined (then the version a notebook teaches and tests would not be
+   the one users run).
+
+Prints each violation and exits 1 if there is any.
 
     .venv/bin/python tools/check_order.py
 """
-import json, re, sys
+import ast, json, re, sys
 from pathlib import Path
 
 NBS = Path(__file__).resolve().parents[1] / "nbs"
@@ -32,9 +38,36 @@ def violations() -> list:
                 if mod in owner and owner[mod] > i: out.append((name, j, mod, order[owner[mod]]))
     return out
 
+EXPORT = re.compile(r"^#\|\s*exports?\b", re.M)
+
+def _patched_class(f:ast.FunctionDef) -> str|None:
+    "The class a fastcore `@patch` function is added to (its first argument's annotation), else None"
+    is_patch = any((isinstance(d, ast.Name) and d.id == "patch") or (isinstance(d, ast.Call) and getattr(d.func, "id", None) == "patch")
+                   for d in f.decorator_list)
+    ann = f.args.args[0].annotation if is_patch and f.args.args else None
+    return ann.id if isinstance(ann, ast.Name) else None
+
+def replacements() -> list:
+    "(notebook, cell, 'Class.method', the notebook that defined it first) for every exported redefinition"
+    first, out = {}, []
+    for name in reading_order():
+        for j, src in enumerate(cells(NBS/name)):
+            if not EXPORT.search(src): continue
+            try: tree = ast.parse("\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!"))))
+            except SyntaxError: continue
+            defs = []
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef):
+                    defs += [f"{node.name}.{f.name}" for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+                elif isinstance(node, ast.FunctionDef) and (cls := _patched_class(node)): defs.append(f"{cls}.{node.name}")
+            for d in defs:
+                if d in first and first[d][0] != (name, j): out.append((name, j, d, first[d][0][0]))
+                first.setdefault(d, ((name, j),))
+    return out
+
 # Known forward references still to restructure (issue 11). The check fails on any other one, and on an entry here
 # that no longer happens (remove it then), so the list can only shrink.
-KNOWN = {("02_tokens.ipynb", "pos_interpolation")}        # DeiTEmbeddings interpolates its position table (notebook 03)
+KNOWN = set()
 
 if __name__ == "__main__":
     found = violations()
@@ -42,5 +75,8 @@ if __name__ == "__main__":
     for name, j, mod, later in bad: print(f"{name} (code cell {j}) imports deit_scratch.{mod}, which {later} builds later in the course")
     gone = KNOWN - {(v[0], v[2]) for v in found}
     for name, mod in sorted(gone): print(f"{name} no longer imports deit_scratch.{mod}: remove it from KNOWN in tools/check_order.py")
-    if not (bad or gone): print(f"check_order: {len(found) - len(bad)} known forward reference(s) left (issue 11), none new")
-    sys.exit(1 if bad or gone else 0)
+    replaced = replacements()
+    for name, j, d, earlier in replaced: print(f"{name} (code cell {j}) redefines {d}, which {earlier} exported: extend it, do not replace it")
+    if not (bad or gone or replaced):
+        print(f"check_order: no forward imports ({len(found) - len(bad)} known), no exported method replaced by a later @patch")
+    sys.exit(1 if bad or gone or replaced else 0)
