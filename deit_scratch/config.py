@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
+from fastcore.basics import patch
 from .files import read_json, atomic_write, finish_save
 
 # %% ../nbs/00_config.ipynb #190a5c23
@@ -108,37 +109,6 @@ class DeiTConfig:
     @num_labels.setter
     def num_labels(self, n:int): self._set_labels(n, None, None)
 
-    def validate(self):
-        "Raise a `ValueError` naming the first field of the wrong type, out of range or inconsistent with another"
-        for name in ("hidden_size","num_hidden_layers","num_attention_heads","intermediate_size","num_channels","encoder_stride",
-                     "pooler_output_size"):
-            v = getattr(self, name)
-            if not _is_int(v) or v <= 0: raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("qkv_bias","use_distillation_token","output_attentions","output_hidden_states","return_dict"):
-            v = getattr(self, name)
-            if not isinstance(v, bool): raise ValueError(f"{name} must be true or false (a bool), got {type(v).__name__} {v!r}")
-        for name in ("hidden_act","pooler_act","attn_implementation"):
-            if not isinstance(getattr(self, name), str): raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
-        for name in ("image_size","patch_size"):
-            v = getattr(self, name)
-            try: pair = to_pair(v)
-            except ValueError: pair = None
-            if pair is None or min(pair) <= 0: raise ValueError(f"{name} must be a positive integer or a pair of them, got {v!r}")
-        for name,lo,lo_ok,hi in (("layer_norm_eps",0,False,math.inf), ("initializer_range",0,True,math.inf),
-                                 ("hidden_dropout_prob",0,True,1), ("attention_probs_dropout_prob",0,True,1)):
-            v = getattr(self, name)
-            if not _is_number(v) or not (v >= lo if lo_ok else v > lo) or not v < hi:
-                allowed = f"a number in [{lo}, {hi})" if hi < math.inf else f"a finite number {'>=' if lo_ok else '>'} {lo}"
-                raise ValueError(f"{name} must be {allowed}, got {v!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"The hidden size ({self.hidden_size}) is not a multiple of the number of attention heads "
-                             f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels.")
-        (ih,iw),(ph,pw) = to_pair(self.image_size),to_pair(self.patch_size)
-        if ih % ph or iw % pw:
-            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
-        if self.problem_type not in (None, *PROBLEM_TYPES):
-            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}")
-
     @property
     def model_type(self) -> str:
         "'deit' (CLS + DIST tokens), or 'vit' for the architecture of the non-distilled checkpoints (CLS only)"
@@ -155,60 +125,75 @@ class DeiTConfig:
         (ih,iw),(ph,pw) = to_pair(self.image_size),to_pair(self.patch_size)
         return (ih//ph, iw//pw)
 
-    # the model fields written to config.json (labels and runtime flags are handled in `to_dict`)
-    FIELDS = ("hidden_size num_hidden_layers num_attention_heads intermediate_size hidden_act hidden_dropout_prob "
-              "attention_probs_dropout_prob initializer_range layer_norm_eps image_size patch_size num_channels qkv_bias "
-              "encoder_stride pooler_output_size pooler_act problem_type").split()
-
-    def to_dict(self) -> dict:
-        "The fields transformers writes to config.json (plus any unknown keys that were read)"
-        d = {**copy.deepcopy(self.extra), "model_type": self.model_type}
-        d.update({k:getattr(self, k) for k in self.FIELDS})
-        d["id2label"] = {str(k):v for k,v in self.id2label.items()}
-        d["label2id"] = dict(self.label2id)
-        for k in ("output_attentions","output_hidden_states"):
-            if getattr(self, k): d[k] = True
-        if not self.return_dict: d["return_dict"] = False
-        if isinstance(d["image_size"], tuple): d["image_size"] = list(d["image_size"])
-        if isinstance(d["patch_size"], tuple): d["patch_size"] = list(d["patch_size"])
-        return dict(sorted(d.items()))
-
-    @classmethod
-    def from_dict(cls, d:dict, **overrides):
-        "A config from a dict such as a parsed config.json (model_type 'deit' or 'vit'); `overrides` win"
-        if not isinstance(d, Mapping): raise ValueError(f"A config must be a dict of fields, got {type(d).__name__}")
-        d = {**d, **overrides}
-        mt = d.pop("model_type", "deit")
-        if mt not in ("deit", "vit"):
-            raise ValueError(f"This is a config for model_type {mt!r}, not 'deit' (DeiT) or 'vit' (the non-distilled DeiT checkpoints)")
-        d.setdefault("use_distillation_token", mt == "deit")   # a ViT config: no distillation token
-        return cls(**d)
-
-    def to_json_string(self) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def save_pretrained(self, save_directory):
-        "Write `config.json` into `save_directory` (created if needed)"
-        atomic_write(Path(save_directory)/"config.json", self.to_json_string())
-
-    @classmethod
-    def from_pretrained(cls, path, **overrides):
-        "Read a `config.json`, or the one inside directory `path`"
-        p = Path(path)
-        if p.is_dir(): finish_save(p); p = p/"config.json"          # complete an interrupted save first (notebook 00a)
-        if not p.exists(): raise FileNotFoundError(f"No config.json found at {path}")
-        return cls.from_dict(read_json(p, "config.json"), **overrides)  # a regular file of bounded size
-
-    @classmethod
-    def from_preset(cls, name:str, **overrides):
-        "A config for a released size, e.g. `DeiTConfig.from_preset('deit_tiny_distilled_patch16_224')`"
-        key = name.split("/")[-1].replace("-", "_")
-        if key not in PRESETS: raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        kw = {**PRESETS[key], **overrides}
-        if (names := default_id2label(kw.get("num_labels"), kw.get("id2label"))) is not None: kw["id2label"] = names  # 1000: ImageNet's
-        return cls(**kw)
-
     def __eq__(self, other): return isinstance(other, DeiTConfig) and self.to_dict() == other.to_dict()
     def __repr__(self): return f"{type(self).__name__} {self.to_json_string()}"
+
+# %% ../nbs/00_config.ipynb #b906c07d
+@patch
+def validate(self:DeiTConfig):
+    "Raise a `ValueError` naming the first field of the wrong type, out of range or inconsistent with another"
+    for name in ("hidden_size","num_hidden_layers","num_attention_heads","intermediate_size","num_channels","encoder_stride",
+                 "pooler_output_size"):
+        v = getattr(self, name)
+        if not _is_int(v) or v <= 0: raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    for name in ("qkv_bias","use_distillation_token","output_attentions","output_hidden_states","return_dict"):
+        v = getattr(self, name)
+        if not isinstance(v, bool): raise ValueError(f"{name} must be true or false (a bool), got {type(v).__name__} {v!r}")
+    for name in ("hidden_act","pooler_act","attn_implementation"):
+        if not isinstance(getattr(self, name), str): raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+    for name in ("image_size","patch_size"):
+        v = getattr(self, name)
+        try: pair = to_pair(v)
+        except ValueError: pair = None
+        if pair is None or min(pair) <= 0: raise ValueError(f"{name} must be a positive integer or a pair of them, got {v!r}")
+    for name,lo,lo_ok,hi in (("layer_norm_eps",0,False,math.inf), ("initializer_range",0,True,math.inf),
+                             ("hidden_dropout_prob",0,True,1), ("attention_probs_dropout_prob",0,True,1)):
+        v = getattr(self, name)
+        if not _is_number(v) or not (v >= lo if lo_ok else v > lo) or not v < hi:
+            allowed = f"a number in [{lo}, {hi})" if hi < math.inf else f"a finite number {'>=' if lo_ok else '>'} {lo}"
+            raise ValueError(f"{name} must be {allowed}, got {v!r}")
+    if self.hidden_size % self.num_attention_heads:
+        raise ValueError(f"The hidden size ({self.hidden_size}) is not a multiple of the number of attention heads "
+                         f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels.")
+    (ih,iw),(ph,pw) = to_pair(self.image_size),to_pair(self.patch_size)
+    if ih % ph or iw % pw:
+        raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+    if self.problem_type not in (None, *PROBLEM_TYPES):
+        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or None, got {self.problem_type!r}")
+
+# %% ../nbs/00_config.ipynb #be25f960
+# the model fields written to config.json (labels and runtime flags are handled in `to_dict`)
+DeiTConfig.FIELDS = ("hidden_size num_hidden_layers num_attention_heads intermediate_size hidden_act hidden_dropout_prob "
+                     "attention_probs_dropout_prob initializer_range layer_norm_eps image_size patch_size num_channels qkv_bias "
+                     "encoder_stride pooler_output_size pooler_act problem_type").split()
+
+@patch
+def to_dict(self:DeiTConfig) -> dict:
+    "The fields transformers writes to config.json (plus any unknown keys that were read)"
+    d = {**copy.deepcopy(self.extra), "model_type": self.model_type}
+    d.update({k:getattr(self, k) for k in self.FIELDS})
+    d["id2label"] = {str(k):v for k,v in self.id2label.items()}
+    d["label2id"] = dict(self.label2id)
+    for k in ("output_attentions","output_hidden_states"):
+        if getattr(self, k): d[k] = True
+    if not self.return_dict: d["return_dict"] = False
+    if isinstance(d["image_size"], tuple): d["image_size"] = list(d["image_size"])
+    if isinstance(d["patch_size"], tuple): d["patch_size"] = list(d["patch_size"])
+    return dict(sorted(d.items()))
+
+@patch(cls_method=True)
+def from_dict(cls:DeiTConfig, d:dict, **overrides):
+    "A config from a dict such as a parsed config.json (model_type 'deit' or 'vit'); `overrides` win"
+    if not isinstance(d, Mapping): raise ValueError(f"A config must be a dict of fields, got {type(d).__name__}")
+    d = {**d, **overrides}
+    mt = d.pop("model_type", "deit")
+    if mt not in ("deit", "vit"):
+        raise ValueError(f"This is a config for model_type {mt!r}, not 'deit' (DeiT) or 'vit' (the non-distilled DeiT checkpoints)")
+    d.setdefault("use_distillation_token", mt == "deit")   # a ViT config: no distillation token
+    return cls(**d)
+
+@patch
+def to_json_string(self:DeiTConfig) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 # %% ../nbs/00_config.ipynb #c29f48c4
 @lru_cache(maxsize=1)
@@ -248,3 +233,27 @@ PRESETS = {
     "deit_base_patch16_224":            _preset(768, 12, distilled=False),
     "deit_base_patch16_384":            _preset(768, 12, 384, distilled=False),
 }
+
+# %% ../nbs/00_config.ipynb #90307f94
+@patch(cls_method=True)
+def from_preset(cls:DeiTConfig, name:str, **overrides):
+    "A config for a released size, e.g. `DeiTConfig.from_preset('deit_tiny_distilled_patch16_224')`"
+    key = name.split("/")[-1].replace("-", "_")
+    if key not in PRESETS: raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    kw = {**PRESETS[key], **overrides}
+    if (names := default_id2label(kw.get("num_labels"), kw.get("id2label"))) is not None: kw["id2label"] = names  # 1000: ImageNet's
+    return cls(**kw)
+
+# %% ../nbs/00_config.ipynb #ce567cfc
+@patch
+def save_pretrained(self:DeiTConfig, save_directory):
+    "Write `config.json` into `save_directory` (created if needed)"
+    atomic_write(Path(save_directory)/"config.json", self.to_json_string())
+
+@patch(cls_method=True)
+def from_pretrained(cls:DeiTConfig, path, **overrides):
+    "Read a `config.json`, or the one inside directory `path`"
+    p = Path(path)
+    if p.is_dir(): finish_save(p); p = p/"config.json"          # complete an interrupted save first (notebook 00a)
+    if not p.exists(): raise FileNotFoundError(f"No config.json found at {path}")
+    return cls.from_dict(read_json(p, "config.json"), **overrides)  # a regular file of bounded size

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from fastcore.basics import patch
 from .config import DeiTConfig, PRESETS, imagenet_id2label, default_id2label, to_pair
-from .encoder import (DeiTPreTrainedModel, DeiTModel, WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys,
-                                  write_checkpoint)
+from .encoder import DeiTPreTrainedModel, DeiTModel
+from .checkpoints import WEIGHT_FILES, OURS_TO_HF, load_weights_file, find_weights, rename_keys, write_checkpoint
 from .files import read_json, finish_save, hub_offline_reason
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
 from .tokens import interpolate_pos_embed

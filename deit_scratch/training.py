@@ -27,6 +27,7 @@ from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
 from .files import read_json, atomic_write, save_files, finish_save, check_file
 from .encoder import compile_model
+import deit_scratch.checkpoints  # adds hf_state_dict / load_hf_state_dict to the models (notebook 06a)
 
 # %% ../nbs/13_training.ipynb #81361d9c
 class ResBlock(nn.Module):

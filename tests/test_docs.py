@@ -55,7 +55,8 @@ def test_offline_render_and_checks_pass(course, tmp_path):
     assert 'href="alpha.html#alpha"' in index                       # the site's own URL became a relative link
     assert "{target" not in index + alpha                           # pandoc attributes stripped
     assert "secret_input" not in alpha and "echo:" not in alpha      # echo: false hides the input
-    assert ">plot<" in alpha and "code-fold" not in alpha            # directives are removed, the code stays
+    assert ">plot<" in alpha and "code-fold:" not in alpha           # directives are removed, the code stays
+    assert "<details class=\"code-fold\"><summary>Code</summary>" in alpha   # ... folded, as Quarto folds it
     assert alpha.count("<img") == 1 and 'href="index.html"' in alpha and "Alpha" in alpha
 
 @pytest.mark.parametrize("defect, expected", [

@@ -79,6 +79,7 @@ def prepare(nb):
         tags = set(c.metadata.get("tags", []))
         if opts.get("echo") == "false" or not c.source.strip(): tags.add("remove_input")
         if opts.get("output") == "false": c.outputs = []
+        if opts.get("code-fold") == "true": tags.add("fold-" + re.sub(r"\W+", "_", opts.get("code-summary", "Code")))
         for o in c.get("outputs", []):
             if "text/markdown" in o.get("data", {}): o["data"]["text/markdown"] = _ATTRS.sub(r"\1", o["data"]["text/markdown"])
         c.metadata["tags"] = sorted(tags)
@@ -136,6 +137,13 @@ def render(proc:Path, out:Path) -> list:
     for i, n in enumerate(names):
         body, _ = exporter.from_notebook_node(prepare(nbs[n]))
         soup = BeautifulSoup(body, "html.parser")
+        for cell in soup.find_all("div", class_=re.compile("^celltag_fold-")):      # code-fold: the input collapsed
+            summary = next(c for c in cell["class"] if c.startswith("celltag_fold-"))[len("celltag_fold-"):].replace("_", " ")
+            inp = cell.find("div", class_=["jp-Cell-inputWrapper", "input"])
+            if inp is None: continue
+            details = soup.new_tag("details"); details["class"] = "code-fold"
+            summ = soup.new_tag("summary"); summ.string = summary
+            inp.wrap(details); details.insert(0, summ)
         for h in soup.find_all(re.compile("^h[1-6]$")):
             for a in h.find_all("a", class_="anchor-link"): a.decompose()
             h["id"] = pandoc_id(h.get_text())
@@ -169,6 +177,7 @@ a { color: #2780e3; } pre { overflow-x: auto; font-size: 13px; line-height: 1.4;
 .jp-OutputArea-output img { max-width: 100%; } table { border-collapse: collapse; margin: .5rem 0; }
 th, td { border: 1px solid #ddd; padding: .2rem .5rem; font-size: 14px; }
 [data-mime-type="application/vnd.jupyter.stderr"] pre { background: #fff5f5; }
+details.code-fold > summary { cursor: pointer; color: #2780e3; margin: .3rem 0; }
 .pager { display: flex; justify-content: space-between; margin-top: 3rem; border-top: 1px solid #ddd; padding-top: 1rem; }
 """
 
