@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from deit_scratch.preprocessing import DeiTImageProcessor, _n_cpus
+from deit_scratch.image_processor import DeiTImageProcessor, _n_cpus
 
 IMAGES = Path(__file__).resolve().parents[1] / "tests" / "images"
 

@@ -10,7 +10,7 @@ __all__ = []
 from .config import DeiTConfig
 from .encoder import DeiTModel, DeiTPreTrainedModel
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
-from .preprocessing import DeiTImageProcessor, DeiTImageProcessorFast, DeiTFeatureExtractor
+from .image_processor import DeiTImageProcessor, DeiTImageProcessorFast, DeiTFeatureExtractor
 from .config import imagenet_id2label
 from .pretrained import load_model  # also extends from_pretrained to every checkpoint format
 from .inference import predict, attention_maps

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from .preprocessing import DeiTImageProcessor, load_image
+from .image_processor import DeiTImageProcessor
+from .preprocessing import load_image
 from .files import check_file
 
 # %% ../nbs/12_data.ipynb #ce794304

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .config import DeiTConfig, imagenet_id2label, default_id2label, has_placeholder_labels
-from .preprocessing import DeiTImageProcessor
+from .image_processor import DeiTImageProcessor
 
 # %% ../nbs/10_inference.ipynb #51c6b364
 def class_names(config:DeiTConfig, # a model's config

@@ -21,15 +21,16 @@ from torch.utils.data import Subset
 from PIL import Image
 from .config import DeiTConfig, PRESETS
 from .heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
-from .pretrained import read_checkpoint, resolve_checkpoint, checkpoint_facts, _preset_key
-from .preprocessing import DeiTImageProcessor, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG
+from .pretrained import read_checkpoint, resolve_checkpoint, checkpoint_facts, preset_key
+from .image_processor import DeiTImageProcessor
+from .preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG
 from .data import (ImageFolder, fashion_mnist, FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
                                Compose, RandomCrop, RandomHorizontalFlip, RandomErasing, Normalize, processor_transform)
 from .training import (TrainConfig, Trainer, dist_info, fashion_student_config, init_for_training, plot_history,
                                    STUDENT_RECIPE, load_convnet)
 from .distillation import DistillationLoss, Teacher, DISTILLATION_TYPES, train
 from .files import read_json, atomic_write
-from .cli import main as cli_main, one_line, resolve_config, default_processor, _positive_int, _device, EXIT_OK, EXIT_ERROR
+from .cli import main as cli_main, one_line, resolve_config, default_processor, positive_int, device_arg, EXIT_OK, EXIT_ERROR
 
 # %% ../nbs/15_launch.ipynb #49c51ac8
 FASHION_PRESET = "fashion-student"      # notebook 13's Fashion-MNIST student (28 px, 1 channel), as a preset name
@@ -37,7 +38,7 @@ FASHION_PRESET = "fashion-student"      # notebook 13's Fashion-MNIST student (2
 def _preset(ref:str) -> str|None:
     "The preset `ref` names (`fashion-student`, `deit_tiny_distilled_patch16_224`, ...), or None"
     if Path(str(ref)).exists(): return None
-    key = _preset_key(str(ref))                                          # notebook 09's name normalisation
+    key = preset_key(str(ref))                                          # notebook 09's name normalisation
     return key if key == FASHION_PRESET.replace("-", "_") or key in PRESETS else None
 
 def student_from(ref:str,                 # a preset name, or any checkpoint `load_model` reads (directory, .pth, hub id)
@@ -277,20 +278,20 @@ def add_train_parser(sub):
     t.add_argument("--distillation", choices=DISTILLATION_TYPES, help="how the distillation head learns (default: hard with a teacher, none without)")
     t.add_argument("--alpha", type=_fraction, default=0.5, help="weight of the distillation term (default: 0.5)")
     t.add_argument("--tau", type=_positive_float, default=1.0, help="soft-distillation temperature (default: 1.0)")
-    t.add_argument("--epochs", type=_positive_int, default=10, metavar="N", help="length of the schedule (default: 10)")
-    t.add_argument("--stop-after", type=_positive_int, metavar="N", help="stop after epoch N (the schedule still spans --epochs)")
-    t.add_argument("-b", "--batch-size", type=_positive_int, metavar="B", help="global batch size (default: 64; fashion-student: 32)")
+    t.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="length of the schedule (default: 10)")
+    t.add_argument("--stop-after", type=positive_int, metavar="N", help="stop after epoch N (the schedule still spans --epochs)")
+    t.add_argument("-b", "--batch-size", type=positive_int, metavar="B", help="global batch size (default: 64; fashion-student: 32)")
     t.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate (default: 5e-4 x B / 512; fashion-student: 7e-4)")
     t.add_argument("--warmup-epochs", type=float, default=None, metavar="E", help="linear warmup in epochs (default: 1)")
     t.add_argument("--ema-decay", type=_fraction, default=None, metavar="D", help="decay of the weights' EMA (model_ema/; default: 0.998, "
                    "fashion-student: 0.995; short runs want less, e.g. 0.99; 0: no EMA)")
-    t.add_argument("--image-size", type=_positive_int, metavar="S", help="training resolution (default: the model's)")
+    t.add_argument("--image-size", type=positive_int, metavar="S", help="training resolution (default: the model's)")
     t.add_argument("--val", metavar="DIR", help="a folder of class folders to validate on (default: hold out --val-fraction of DATA)")
     t.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F", help="share of each class held out (default: 0.1; 0: none)")
     t.add_argument("--crop-scale", type=_fraction, default=0.08, metavar="MIN", help="smallest area of the photos' random resized crop (default: 0.08)")
-    t.add_argument("--limit", type=_positive_int, metavar="N", help="train on N images only (a quick try)")
+    t.add_argument("--limit", type=positive_int, metavar="N", help="train on N images only (a quick try)")
     t.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
-    t.add_argument("--device", type=_device, default=None, help="cpu, cuda, ... (default: cuda when there is a GPU; under torchrun one GPU per process)")
+    t.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, ... (default: cuda when there is a GPU; under torchrun one GPU per process)")
     t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="bf16 autocast: auto = where the hardware computes bf16 natively")
     t.add_argument("--num-workers", type=int, default=0, metavar="N", help="DataLoader worker processes per training process (default: 0)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['FB_TO_HF', 'FB_HEADS_TO_HF', 'HF_TO_FB', 'ARCHITECTURES', 'fb_to_hf', 'hf_to_fb', 'unwrap_checkpoint',
-           'checkpoint_format', 'checkpoint_facts', 'config_from_checkpoint', 'resample_position_embeddings',
-           'is_hub_id', 'hub_snapshot', 'resolve_checkpoint', 'read_checkpoint', 'model_class_for', 'split_overrides',
-           'override_config', 'load_model', 'imagenet_id2label']
+           'checkpoint_format', 'checkpoint_facts', 'preset_key', 'config_from_checkpoint',
+           'resample_position_embeddings', 'is_hub_id', 'hub_snapshot', 'resolve_checkpoint', 'read_checkpoint',
+           'model_class_for', 'split_overrides', 'override_config', 'load_model', 'imagenet_id2label']
 
 # %% ../nbs/09_pretrained.ipynb #733b001c
 import inspect, json, math, re
@@ -141,7 +141,7 @@ def checkpoint_facts(sd:dict, # a state dict in transformers' names (any prefix)
     return f
 
 # %% ../nbs/09_pretrained.ipynb #2fd23812
-def _preset_key(name:str) -> str:
+def preset_key(name:str) -> str:
     "'facebook/deit-tiny-patch16-224', 'timm/deit_tiny_patch16_224.fb_in1k', 'deit_tiny_patch16_224-a1311bcf' -> 'deit_tiny_patch16_224'"
     key = re.sub(r"-[0-9a-f]{8}$", "", name.split("/")[-1].split(".")[0])   # facebookresearch file names end in a hash
     return key.replace("-", "_")
@@ -164,7 +164,7 @@ def config_from_checkpoint(facts:dict,                 # `checkpoint_facts` of t
         if (names := default_id2label(f["num_labels"])) is not None: kw["id2label"] = names   # 1000: ImageNet's names
     if "num_attention_heads" not in overrides:
         same = lambda p: all(p[k] == kw[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size")) and (p["patch_size"],)*2 == (ph, pw)
-        key = _preset_key(name) if name else None
+        key = preset_key(name) if name else None
         if key in PRESETS and same(PRESETS[key]): heads = {PRESETS[key]["num_attention_heads"]}
         else: heads = {p["num_attention_heads"] for p in PRESETS.values() if same(p)}
         if len(heads) != 1:
@@ -230,7 +230,7 @@ def hub_snapshot(repo_id:str) -> Path:
     "A local directory holding `config.json` and the weights of hub repository `repo_id`: the cached copy if any, else downloaded"
     try: from huggingface_hub import snapshot_download, list_repo_files
     except ImportError: raise ValueError(_no_hub_message(repo_id)) from None
-    from deit_scratch.preprocessing import hub_file
+    from deit_scratch.image_processor import hub_file
     try:                                                                   # 1. the local cache: no network
         d = Path(snapshot_download(repo_id, local_files_only=True))
         find_weights(d)
@@ -355,8 +355,8 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
     elif fmt == "transformers" and path.is_dir() and config is None: raise FileNotFoundError(f"No config.json found at {path}")
     # the config to build
     if isinstance(config, str):
-        if _preset_key(config) not in PRESETS: raise ValueError(f"Unknown preset {config!r}; choose one of {sorted(PRESETS)}")
-        config = DeiTConfig.from_preset(_preset_key(config), **({"layer_norm_eps": 1e-6} if fmt == "timm" else {}))
+        if preset_key(config) not in PRESETS: raise ValueError(f"Unknown preset {config!r}; choose one of {sorted(PRESETS)}")
+        config = DeiTConfig.from_preset(preset_key(config), **({"layer_norm_eps": 1e-6} if fmt == "timm" else {}))
         if facts.get("num_labels", config.num_labels) != config.num_labels: config.num_labels = facts["num_labels"]
     elif config is None:
         heads = {k: config_overrides[k] for k in ("num_attention_heads",) if k in config_overrides}

@@ -16,7 +16,8 @@ from deit_scratch.config import DeiTConfig, imagenet_id2label
 from deit_scratch.encoder import DeiTModel
 from deit_scratch.heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 from deit_scratch.inference import predict
-from deit_scratch.preprocessing import DeiTImageProcessor, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from deit_scratch.image_processor import DeiTImageProcessor
+from deit_scratch.preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from deit_scratch.pretrained import load_model, hf_to_fb
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from deit_scratch.config import DeiTConfig
 from deit_scratch.heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 from deit_scratch.launch import main, student_from, run_settings, check_output
 from deit_scratch.pretrained import hf_to_fb, load_model
-from deit_scratch.preprocessing import DeiTImageProcessor, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from deit_scratch.image_processor import DeiTImageProcessor
+from deit_scratch.preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from deit_scratch.training import ConvNet, save_convnet
 
 ROOT = Path(__file__).resolve().parents[1]

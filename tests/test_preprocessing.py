@@ -1,4 +1,4 @@
-"""`deit_scratch.preprocessing.DeiTImageProcessor` against transformers 5.23's `DeiTImageProcessorPil`: bit-identical
+"""`deit_scratch.image_processor.DeiTImageProcessor` against transformers 5.23's `DeiTImageProcessorPil`: bit-identical
 output (same type, shape, dtype, max |diff| == 0) on the real photos in tests/images and on synthetic inputs,
 plus modes, paths/EXIF, configuration files, the facebookresearch preset and every error case."""
 import io, json, logging
@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from deit_scratch.preprocessing import (HIGH_DEPTH_MODES, high_depth_to_8bit, DeiTImageProcessor, BatchFeature, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
+from deit_scratch.preprocessing import (HIGH_DEPTH_MODES, high_depth_to_8bit, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD,
                                         load_image, normalize_lut, rescale_normalize)
+from deit_scratch.image_processor import DeiTImageProcessor, BatchFeature
 
 transformers = pytest.importorskip("transformers")
 from transformers import DeiTImageProcessorPil
@@ -457,12 +458,12 @@ def test_from_pretrained_hub_id_from_the_local_cache(tmp_path):
     snap.mkdir(parents=True)
     DeiTImageProcessor(**HUB_MEAN_STD).save_pretrained(snap)
     (snap.parents[1] / "refs").mkdir(); (snap.parents[1] / "refs" / "main").write_text("0" * 40)
-    code = ("from deit_scratch.preprocessing import DeiTImageProcessor as P; "
+    code = ("from deit_scratch.image_processor import DeiTImageProcessor as P; "
             "print(P.from_pretrained('facebook/deit-tiny-distilled-patch16-224').image_mean)")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(IMAGENET_DEFAULT_MEAN)
-    code = "from deit_scratch.preprocessing import DeiTImageProcessor as P; P.from_pretrained('facebook/not-there')"
+    code = "from deit_scratch.image_processor import DeiTImageProcessor as P; P.from_pretrained('facebook/not-there')"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "Cannot get preprocessor_config.json of 'facebook/not-there'" in out.stderr

@@ -18,7 +18,7 @@ import deit_scratch.pretrained as P
 from deit_scratch.config import DeiTConfig, imagenet_id2label
 from deit_scratch.heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
 from deit_scratch.encoder import DeiTModel
-from deit_scratch.preprocessing import DeiTImageProcessor
+from deit_scratch.image_processor import DeiTImageProcessor
 from deit_test_utils import randomise, compare_outputs, max_diff, WORST
 
 FIXTURES = Path(__file__).parent/"fixtures"/"v4_checkpoints"

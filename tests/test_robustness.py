@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 import deit_scratch as ds
 from deit_scratch import files as F
 from deit_scratch.pretrained import load_model
-from deit_scratch.preprocessing import DeiTImageProcessor, PREPROCESSOR_CONFIG
+from deit_scratch.image_processor import DeiTImageProcessor
+from deit_scratch.preprocessing import PREPROCESSOR_CONFIG
 
 CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8,
            encoder_stride=8)
@@ -64,7 +65,7 @@ def assert_old(d, want, labels):
 
 SAVE_NEW = """
 import torch, deit_scratch as ds
-from deit_scratch.preprocessing import DeiTImageProcessor
+from deit_scratch.image_processor import DeiTImageProcessor
 torch.manual_seed(1)
 m = ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**{cfg}, id2label={{0: "new0", 1: "new1"}}))
 """
