@@ -150,11 +150,14 @@ def check_model_ref(ref:str) -> str:
 def _model_summary(model) -> str:
     return f"{type(model).__name__}, {model.config.num_labels} classes"
 
-def run_predict(args:argparse.Namespace) -> int:
+def run_predict(args:argparse.Namespace,
+                load=None, # `load(model_ref, config_ref)` -> the model; default: `load_model` (notebook 16 passes its exported-file loader)
+               ) -> int:
     "`deit-scratch predict`: print the top-k classes of each image (text or JSON); returns the exit code"
     for im in args.images:
         if not Path(im).is_file(): raise ValueError(f"image not found: {im}" if not Path(im).exists() else f"not a file: {im}")
-    model = load_model(check_model_ref(args.model), config=resolve_config(args.config)).to(args.device).eval()
+    load = load or (lambda ref, config: load_model(check_model_ref(ref), config=resolve_config(config)))
+    model = load(args.model, args.config).to(args.device).eval()
     if args.compile: compile_model(model)                                 # opt-in (notebook 06); a warning where it cannot work
     processor, how = resolve_processor(args.model, model.config, args.processor)
     results = []

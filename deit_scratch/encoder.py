@@ -12,6 +12,7 @@ import os, shutil, warnings
 from dataclasses import dataclass, fields
 from functools import partial
 import torch
+from torch.utils import _pytree as pytree
 import torch.nn.functional as F
 from torch import nn
 from .config import DeiTConfig
@@ -85,8 +86,20 @@ class DeiTLayer(nn.Module):
         return x, probs
 
 # %% ../nbs/06_encoder.ipynb #b46b0e07
+def _output_flatten(o) -> tuple: names = [f.name for f in fields(o)]; return [getattr(o, k) for k in names], names
+def _output_unflatten(cls, values, names): return cls(**dict(zip(names, values)))
+def _output_flatten_with_keys(o) -> tuple:
+    values, names = _output_flatten(o)
+    return [(pytree.GetAttrKey(k), v) for k, v in zip(names, values)], names
+
 class ModelOutput:
-    "Base of the output dataclasses: fields by name, by position (None skipped) or as a tuple"
+    "Base of the output dataclasses: fields by name, by position (None skipped) or as a tuple; a pytree node"
+    def __init_subclass__(cls, **kw):
+        "Register every output class with torch's pytree, so torch.export, torch.compile and torch.fx see its tensors"
+        super().__init_subclass__(**kw)
+        pytree.register_pytree_node(cls, _output_flatten, partial(_output_unflatten, cls),
+                                    serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
+                                    flatten_with_keys_fn=_output_flatten_with_keys)
     def to_tuple(self) -> tuple: return tuple(v for v in (getattr(self, f.name) for f in fields(self)) if v is not None)
     def keys(self): return [f.name for f in fields(self) if getattr(self, f.name) is not None]
     def __getitem__(self, k): return getattr(self, k) if isinstance(k, str) else self.to_tuple()[k]

@@ -49,8 +49,9 @@ class DeiTEmbeddings(nn.Module):
                                  " Pass interpolate_pos_encoding=True to resize the position embeddings.")
             return self.position_embeddings
         new_grid = (height // pe.patch_size[0], width // pe.patch_size[1])
-        # transformers returns the table untouched only when the patch count matches and the image is square
-        if not torch.jit.is_tracing() and new_grid[0]*new_grid[1] == pe.num_patches and height == width:
+        # transformers returns the table untouched only when the patch count matches and the image is square; a traced or
+        # exported graph always resizes (at the configured size that is exactly the identity), so it serves every size
+        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()) and new_grid[0]*new_grid[1] == pe.num_patches and height == width:
             return self.position_embeddings
         return interpolate_pos_embed(self.position_embeddings, new_grid, old_grid=pe.grid_size, num_prefix_tokens=self.num_prefix_tokens)
 

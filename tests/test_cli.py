@@ -130,8 +130,8 @@ def bad_files(work, ckpt):
 # ---------------------------------------------------------------- the installed script and python -m
 def test_console_script_is_declared():
     eps = importlib.metadata.entry_points(group="console_scripts", name="deit-scratch")
-    assert [e.value for e in eps] == ["deit_scratch.launch:main"], list(eps)
-    assert "console_scripts = deit-scratch=deit_scratch.launch:main" in (ROOT / "settings.ini").read_text()
+    assert [e.value for e in eps] == ["deit_scratch.export:main"], list(eps)
+    assert "console_scripts = deit-scratch=deit_scratch.export:main" in (ROOT / "settings.ini").read_text()
 
 def test_script_predict_json_matches_library(ckpt, images, photo_paths):
     "Real photos and written images through the installed script: --json parses and equals predict() exactly"

@@ -103,7 +103,7 @@ def test_wheel_requirements(wheel):
 def test_console_script_declared(wheel):
     with zipfile.ZipFile(wheel) as z:
         eps = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
-    assert "deit-scratch = deit_scratch.launch:main" in eps, eps
+    assert "deit-scratch = deit_scratch.export:main" in eps, eps
 
 def test_readme_generated_from_index():
     r = subprocess.run([sys.executable, str(ROOT/"tools"/"make_readme.py"), "--check"], capture_output=True, text=True)
