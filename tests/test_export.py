@@ -94,3 +94,16 @@ def test_cli_export_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path/"nowhere"), str(tmp_path/"z.onnx")]) == 1
     assert "model not found" in capsys.readouterr().err
     assert not (tmp_path/"y.onnx").exists() and not (tmp_path/"z.onnx").exists()
+
+def test_jit_trace_and_fx():
+    "torch.jit.trace takes tuples, not dataclasses (as for transformers without torchscript=True): ExportWrapper gives it one"
+    from deit_scratch.export import ExportWrapper
+    m = DeiTForImageClassificationWithTeacher(small_config()).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)          # the shape checks become constants: expected
+        with torch.no_grad(): traced = torch.jit.trace(ExportWrapper(m, interpolate_pos_encoding=False), (x,))
+    with torch.no_grad(): got, want = traced(x), m(x)
+    assert isinstance(got, tuple) and len(got) == 3 and max_diff(got, want.to_tuple()) <= 1e-6
+    gm = export_program(m).module()                                       # torch.export's program is a torch.fx GraphModule
+    assert isinstance(gm, torch.fx.GraphModule) and any(n.op == "call_function" for n in gm.graph.nodes)
