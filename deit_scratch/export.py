@@ -101,12 +101,7 @@ def export_onnx(model:nn.Module,         # one of the four model classes
         prog = torch.onnx.export(w, (example_input(model.config),), dynamo=True, verbose=False, opset_version=opset,
                                  input_names=["pixel_values"], output_names=list(w.names),
                                  dynamic_shapes={"pixel_values": dynamic_shapes_for(model.config, dynamic_batch, dynamic_size)})
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try: prog.save(tmp); os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
-    return path
+    return atomic_write(path, writer=lambda tmp: prog.save(str(tmp)))      # the old file stays whole if this fails
 
 def export_pt2(model:nn.Module, path, dynamic_batch:bool=True, dynamic_size:bool=True) -> Path:
     "Write `model` as a `torch.export` archive (`.pt2`) with `ExportWrapper`'s plain signature"
@@ -114,12 +109,7 @@ def export_pt2(model:nn.Module, path, dynamic_batch:bool=True, dynamic_size:bool
     w = ExportWrapper(model, interpolate_pos_encoding=dynamic_size)
     ep = torch.export.export(w, (example_input(model.config),),
                              dynamic_shapes={"pixel_values": dynamic_shapes_for(model.config, dynamic_batch, dynamic_size)})
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try: torch.export.save(ep, tmp); os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.unlink(tmp)
-    return path
+    return atomic_write(path, writer=lambda tmp: torch.export.save(ep, str(tmp)))
 
 # %% ../nbs/16_export.ipynb #4b3adc11
 _RESULT = {("logits", "cls_logits", "distillation_logits"): DeiTForImageClassificationWithTeacherOutput,
