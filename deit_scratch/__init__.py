@@ -8,7 +8,7 @@ __all__ = ['DeiTConfig', 'DeiTModel', 'DeiTPreTrainedModel', 'DeiTForImageClassi
            'DeiTForImageClassificationWithTeacher', 'DeiTForMaskedImageModeling', 'DeiTImageProcessor',
            'DeiTImageProcessorFast', 'DeiTFeatureExtractor', 'imagenet_id2label', 'load_model', 'predict',
            'attention_maps', 'load_fashion_mnist', 'fashion_mnist', 'ImageFolder', 'TrainConfig', 'Trainer', 'ConvNet',
-           'DistillationLoss', 'Teacher', 'train', 'export_model', 'export_program', 'ExportedModel']
+           'DistillationLoss', 'Teacher', 'train']
 
 # %% ../nbs/index.ipynb #912eb6b9
 from .config import DeiTConfig
@@ -21,8 +21,7 @@ from .inference import predict, attention_maps
 from .data import load_fashion_mnist, fashion_mnist, ImageFolder
 from .training import TrainConfig, Trainer, ConvNet
 from .distillation import DistillationLoss, Teacher, train
-from .export import export_model, export_program, ExportedModel
 _all_ = ['DeiTConfig', 'DeiTModel', 'DeiTPreTrainedModel', 'DeiTForImageClassification', 'DeiTForImageClassificationWithTeacher',
          'DeiTForMaskedImageModeling', 'DeiTImageProcessor', 'DeiTImageProcessorFast', 'DeiTFeatureExtractor', 'imagenet_id2label',
          'load_model', 'predict', 'attention_maps', 'load_fashion_mnist', 'fashion_mnist', 'ImageFolder', 'TrainConfig', 'Trainer',
-         'ConvNet', 'DistillationLoss', 'Teacher', 'train', 'export_model', 'export_program', 'ExportedModel']
+         'ConvNet', 'DistillationLoss', 'Teacher', 'train']

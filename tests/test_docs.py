@@ -22,7 +22,7 @@ def cell(kind, src, outputs=None, **kw):
     return c
 
 def notebook(title, cells):
-    front = cell("raw", f"---\ntitle: {title}\ndescription: About {title.lower()}\noutput-file: {title.lower()}.html\n---\n")
+    front = cell("raw", f"---\ntitle: {title}\ndescription: About `{title.lower()}`\noutput-file: {title.lower()}.html\n---\n")
     return {"cells": [front] + cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 @pytest.fixture
@@ -58,6 +58,7 @@ def test_offline_render_and_checks_pass(course, tmp_path):
     assert ">plot<" in alpha and "code-fold:" not in alpha           # directives are removed, the code stays
     assert "<details class=\"code-fold\"><summary>Code</summary>" in alpha   # ... folded, as Quarto folds it
     assert alpha.count("<img") == 1 and 'href="index.html"' in alpha and "Alpha" in alpha
+    assert 'class="description">About <code>alpha</code></p>' in alpha           # inline code in the front matter
 
 @pytest.mark.parametrize("defect, expected", [
     ("broken link", "broken link nowhere.html"),

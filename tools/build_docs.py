@@ -156,8 +156,9 @@ def render(proc:Path, out:Path) -> list:
         fm = fms[n]
         prev = f'<a class="prev" href="{pages[names[i-1]]}">← {html.escape(fms[names[i-1]].get("title", ""))}</a>' if i else ""
         nxt = f'<a class="next" href="{pages[names[i+1]]}">{html.escape(fms[names[i+1]].get("title", ""))} →</a>' if i + 1 < len(names) else ""
+        code = lambda t: re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(t))     # the front matter's inline code
         (out/pages[n]).write_text(PAGE.format(title=html.escape(fm.get("title") or n), site=html.escape(cfg.get("lib_name", "docs")),
-                                              description=html.escape(fm.get("description", "")), nav=nav(n), body=str(soup),
+                                              description=code(fm.get("description", "")), nav=nav(n), body=str(soup),
                                               prev=prev, next=nxt, extra_css=extra_css), encoding="utf-8")
     return [(n, pages[n]) for n in names]
 
