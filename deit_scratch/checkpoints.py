@@ -7,14 +7,13 @@ __all__ = ['HF_TO_OURS', 'OURS_TO_HF', 'WEIGHT_FILES', 'rename_keys', 'load_weig
            'write_checkpoint']
 
 # %% ../nbs/06a_checkpoints.ipynb #d7a80ec3
-import argparse, contextlib, json, os, re, warnings
+import argparse, contextlib, re, warnings
 from pathlib import Path
 import torch
-from torch import nn
 from fastcore.basics import patch
 from .config import DeiTConfig
 from .files import read_json, check_file, save_files, finish_save, is_plain_name
-from .encoder import DeiTPreTrainedModel, DeiTModel
+from .encoder import DeiTPreTrainedModel
 
 # %% ../nbs/06a_checkpoints.ipynb #1869131d
 # transformers' files (v4 and v5 alike) use the old module names; ours are v5's in-memory names.

@@ -8,9 +8,8 @@ __all__ = ['OUTPUT_NAMES', 'EXPORTED_SUFFIXES', 'COMMANDS', 'dynamic_shapes_for'
            'add_export_parser', 'run_export', 'run_predict_any', 'main']
 
 # %% ../nbs/16_export.ipynb #301647d9
-import argparse, json, os, sys, tempfile
+import argparse
 from pathlib import Path
-import numpy as np
 import torch
 from torch import nn
 from torch.export import Dim

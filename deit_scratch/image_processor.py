@@ -6,7 +6,7 @@
 __all__ = ['DeiTImageProcessor', 'BatchFeature', 'hub_file', 'DeiTImageProcessorFast', 'DeiTFeatureExtractor']
 
 # %% ../nbs/08a_image_processor.ipynb #a4b5c875
-import json, math, os, re, threading, warnings
+import json, math, os, re, warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path

@@ -37,7 +37,7 @@ def course(tmp_path):
     alpha = notebook("Alpha", [
         cell("markdown", "## Alpha\n\nA lesson with a figure. Back [home](index.ipynb)."),
         cell("code", "#| echo: false\nsecret_input()", [{"output_type": "display_data", "metadata": {},
-             "data": {"text/markdown": f"[source](https://example.org/x.py){{target=\"_blank\" style=\"float:right\"}}\n\n### alpha_fn"}}]),
+             "data": {"text/markdown": "[source](https://example.org/x.py){target=\"_blank\" style=\"float:right\"}\n\n### alpha_fn"}}]),
         cell("code", "#| code-fold: true\nplot()", [{"output_type": "display_data", "metadata": {},
              "data": {"image/png": png_b64(), "text/plain": "<Figure>"}}]),
         cell("code", "print('hi')", [{"output_type": "stream", "name": "stdout", "text": "hi\n"}]),

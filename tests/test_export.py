@@ -2,7 +2,6 @@
 shapes it was not traced with (<= 1e-5); `torch.compile(fullgraph=True)` without graph breaks; ONNX through ONNX
 Runtime (<= 1e-4); the `deit-scratch export` command end to end, and its errors."""
 import os, warnings
-from pathlib import Path
 import pytest, torch
 from torch.utils import _pytree as pytree
 from deit_scratch import DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling

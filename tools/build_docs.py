@@ -18,7 +18,7 @@ Then, with either builder, `check_site` verifies: a page for every notebook of t
 every notebook), every figure of a notebook on its page, no error output, and every internal link (and `#anchor`)
 resolving. Any problem is printed and the exit status is 1.
 """
-import argparse, base64, configparser, html, io, json, os, re, shutil, subprocess, sys, tempfile
+import argparse, configparser, html, io, json, os, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,14 +195,17 @@ def _errors(nb:dict) -> list:
             elif "Traceback (most recent call last)" in text: out.append(f"cell {i}: a traceback in its output")
     return out
 
+def expected_pages(proc:Path) -> list:
+    "[(notebook, page file, title)] in the sidebar's order, as the processed notebooks' front matter names them"
+    import nbformat
+    fms = {n: front_matter(nbformat.read(proc/n, as_version=4)) for _, ns in sidebar(proc) for n in ns}
+    return [(n, page_name(n, fm), fm.get("title", "")) for n, fm in fms.items()]
+
 def check_site(site:Path, proc:Path, expected:list|None=None) -> list:
     "Problems of the built site `site` (a list of strings; empty when all is well). `expected`: [(notebook, page)]"
     from bs4 import BeautifulSoup
     problems = []
-    if expected is None:
-        order = [n for _, ns in sidebar(proc) for n in ns]
-        import nbformat
-        expected = [(n, page_name(n, front_matter(nbformat.read(proc/n, as_version=4)))) for n in order]
+    if expected is None: expected = [(n, pg) for n, pg, _ in expected_pages(proc)]
     listed = {n for n, _ in expected}
     for nb in sorted(p.name for p in proc.glob("*.ipynb")):
         if nb not in listed: problems.append(f"{nb}: not in the sidebar, so no page links to it")
@@ -278,25 +281,21 @@ def main(argv=None) -> int:
     if shutil.which("quarto") and not a.offline:
         subprocess.run([str(Path(sys.executable).parent/"nbdev_docs")], check=True, cwd=ROOT)
         proc = ROOT/"_proc"
-        expected = None
     else:
         proc = process()
-        expected = render(proc, site)
-        print(f"offline site: {len(expected)} pages in {site.relative_to(ROOT)}/ (Quarto not used)")
+        render(proc, site)
+        print(f"offline site: {len(expected_pages(proc))} pages in {site.relative_to(ROOT)}/ (Quarto not used)")
+    pages = expected_pages(proc)
+    expected = [(n, pg) for n, pg, _ in pages]
     problems = check_site(site, proc, expected)
-    if expected is None:
-        import nbformat
-        expected = [(n, page_name(n, front_matter(nbformat.read(proc/n, as_version=4)))) for _, ns in sidebar(proc) for n in ns]
     browser = a.browser == "yes" or (a.browser == "auto" and (find_chromium() is not None or bool(os.environ.get("CI"))))
     if browser and find_chromium() is None: problems.append("no Chromium for the browser test (Debian: apt-get install chromium)")
     elif browser:
-        pages = [pg for _, pg in expected]
-        for n, pg in [e for e in expected if e[0] in ("index.ipynb", a.lesson)]:
-            import nbformat
-            title = front_matter(nbformat.read(proc/n, as_version=4)).get("title", "")
-            bad = check_rendered(browse(site/pg), title, pages)
+        names = [pg for _, pg in expected]
+        for n, pg, title in [p for p in pages if p[0] in ("index.ipynb", a.lesson)]:
+            bad = check_rendered(browse(site/pg), title, names)
             problems += [f"{pg} in Chromium: {b}" for b in bad]
-            if not bad: print(f"{pg}: rendered in Chromium (title, sidebar links to all {len(pages)} pages, non-blank screenshot)")
+            if not bad: print(f"{pg}: rendered in Chromium (title, sidebar links to all {len(names)} pages, non-blank screenshot)")
     for p in problems: print("!!", p)
     print(f"site check: {len(expected)} pages, " + (f"{len(problems)} problem(s)" if problems else "every figure and internal link in place, no error output"))
     return 1 if problems else 0
