@@ -15,6 +15,13 @@ attention and PyTorch SDPA's FlashAttention-2 backend, at DeiT shapes; then whol
    (forward 4·B·H·N²·D, forward+backward 3.5x that, the FlashAttention papers' convention) and time / SDPA-flash time.
    Goal: forward <= 1.25x and forward+backward <= 1.5x SDPA-flash at batch 128, 198 tokens, head width 64, bf16.
 3. Model: deit-base-distilled (random weights), inference, batch 1/2/4/8, eager vs sdpa vs triton, fp32 and fp16.
+4. Throughput (issue 10): images/s of DeiT-Ti/S/B (the paper's models, no distillation token) in bf16 at batch 256,
+   ours (sdpa, triton) against transformers (sdpa) on the same GPU and the paper's V100 figures (2536 / 940 / 292 img/s,
+   Table 1); then a bf16 training step (forward + backward + AdamW, autocast, DeiT-Ti, batch 128), ours against
+   transformers' model for the same checkpoint (`ViTForImageClassification`, as the Hub's non-distilled DeiT), in
+   images/s. transformers is optional: without it, only ours.
+
+    .venv/bin/python benchmarks/attention_gpu.py --quick --throughput-only   # only table 4 (about a minute)
 
 Tables are printed as Markdown, ready for benchmarks/RESULTS.md.
 """
@@ -30,6 +37,10 @@ def parse_args():
     ap.add_argument("--model-batches", nargs="+", type=int, default=[1, 2, 4, 8])
     ap.add_argument("--model-preset", default="deit_base_distilled_patch16_224")
     ap.add_argument("--no-model", action="store_true", help="skip the whole-model table")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the throughput and training-step table")
+    ap.add_argument("--throughput-only", action="store_true", help="only the throughput and training-step table")
+    ap.add_argument("--throughput-batch", type=int, default=256)
+    ap.add_argument("--train-batch", type=int, default=128)
     ap.add_argument("--tune", action="store_true", help="search FlashConfig at the goal shape and use the best one")
     ap.add_argument("--quick", action="store_true", help="goal shape only, model batches 1 and 8")
     ap.add_argument("--smoke", action="store_true", help="CPU + Triton interpreter, tiny shapes: checks the code, not the speed")
@@ -60,6 +71,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 GOAL = dict(B=128, N=198, D=64, dtype="bf16", fwd=1.25, fwd_bwd=1.5)
 if A.smoke:   # tiny shapes: the interpreter runs every program instance one after the other in NumPy
     A.batches, A.heads, A.tokens, A.model_batches = [1], [2], [7, 198], [1, 2]
+    A.throughput_batch, A.train_batch = 2, 2
     GOAL["B"] = 1
 if A.quick: A.batches, A.heads, A.tokens, A.model_batches = [GOAL["B"]], [3, 6, 12], [GOAL["N"]], [1, 8]
 
@@ -223,15 +235,95 @@ def model_table():
                   f"| {t['eager'] / t['triton']:.2f} | {diff:.1e} |")
     print()
 
+# -- 4. throughput in bf16, and a training step ----------------------------------------------------------------------------
+PAPER_V100 = {"deit_tiny_patch16_224": 2536, "deit_small_patch16_224": 940, "deit_base_patch16_224": 292}   # img/s, Table 1
+
+def transformers_twin(model):
+    """transformers' model for `model`'s checkpoint (saved and reloaded through AutoModelForImageClassification), or None
+    if transformers is missing. Without the distillation token that is `ViTForImageClassification`, as on the Hub."""
+    try: import transformers
+    except ImportError: return None
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        return transformers.AutoModelForImageClassification.from_pretrained(d, attn_implementation="sdpa").to(DEV)
+
+def smoke_config(**kw):
+    return DeiTConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256, image_size=64, patch_size=16, **kw)
+
+def throughput_table():
+    from deit_scratch import DeiTForImageClassification
+    B = A.throughput_batch
+    print(f"## Throughput: bf16 inference at batch {B}, images/s (random weights; the paper: V100, AMP, largest batch)\n")
+    print("| model | ours sdpa | ours triton | transformers sdpa | ours sdpa / transformers (time) | paper V100 | ours sdpa / V100 | max abs logit diff ours vs transformers |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset, paper in PAPER_V100.items():
+        cfg = DeiTConfig.from_preset(preset) if not A.smoke else smoke_config(use_distillation_token=False)
+        torch.manual_seed(0)
+        model = DeiTForImageClassification(cfg).eval()
+        theirs = transformers_twin(model)
+        model = model.to(DEV, torch.bfloat16)
+        if theirs is not None: theirs = theirs.to(torch.bfloat16).eval()
+        x = torch.randn(B, 3, cfg.image_size, cfg.image_size, device=DEV, dtype=torch.bfloat16)
+        ips, logits = {}, {}
+        with torch.inference_mode():
+            for impl in ("sdpa", "triton"):
+                model.set_attn_implementation(impl)
+                logits[impl] = model(x).logits.float(); ips[impl] = B / bench(lambda: model(x)) * 1e3
+            model.set_attn_implementation("sdpa")
+            if theirs is not None: logits["hf"] = theirs(x).logits.float(); ips["hf"] = B / bench(lambda: theirs(x)) * 1e3
+        hf = ips.get("hf")
+        hf_cells = (f"{hf:.0f}", f"{hf / ips['sdpa']:.2f}", f"{(logits['sdpa'] - logits['hf']).abs().max().item():.1e}") if hf else ("—",) * 3
+        print(f"| {preset} | {ips['sdpa']:.0f} | {ips['triton']:.0f} | {hf_cells[0]} | {hf_cells[1]} | {paper} | {ips['sdpa'] / paper:.2f} "
+              f"| {hf_cells[2]} |")
+        del model, theirs
+        if DEV == "cuda": torch.cuda.empty_cache()
+    print()
+    B = A.train_batch
+    preset = "deit_tiny_patch16_224"
+    print(f"## Training step: {preset}, bf16 autocast, batch {B}, forward + backward + AdamW, images/s\n")
+    print("| | ours sdpa | ours triton | transformers sdpa | ours sdpa / transformers (time) | loss diff ours vs transformers |")
+    print("|---|---|---|---|---|---|")
+    cfg = DeiTConfig.from_preset(preset) if not A.smoke else smoke_config(use_distillation_token=False)
+    torch.manual_seed(0)
+    model = DeiTForImageClassification(cfg).train()
+    theirs = transformers_twin(model)
+    model.to(DEV)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(B, 3, cfg.image_size, cfg.image_size, generator=g).to(DEV)
+    y = torch.randint(0, cfg.num_labels, (B,), generator=g).to(DEV)
+    def stepper(m):
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(DEV, dtype=torch.bfloat16): loss = m(x, labels=y).loss
+            loss.backward(); opt.step()
+            return loss
+        return step
+    with torch.autocast(DEV, dtype=torch.bfloat16): first = {"ours": model(x, labels=y).loss.item()}
+    ips = {}
+    for impl in ("sdpa", "triton"):
+        model.set_attn_implementation(impl); ips[impl] = B / bench(stepper(model)) * 1e3
+    if theirs is not None:
+        theirs.train()
+        with torch.autocast(DEV, dtype=torch.bfloat16): first["hf"] = theirs(x, labels=y).loss.item()
+        ips["hf"] = B / bench(stepper(theirs)) * 1e3
+    hf = ips.get("hf")
+    hf_cells = (f"{hf:.0f}", f"{hf / ips['sdpa']:.2f}", f"{abs(first['ours'] - first['hf']):.1e}") if hf else ("—",) * 3
+    print(f"| images/s | {ips['sdpa']:.0f} | {ips['triton']:.0f} | {hf_cells[0]} | {hf_cells[1]} | {hf_cells[2]} |")
+    print()
+
 def main():
     dev = "CPU, Triton interpreter (--smoke: times are meaningless)" if A.smoke else torch.cuda.get_device_name()
     print(f"# deit-scratch attention benchmark\n\n{dev}; torch {torch.__version__}, triton {triton.__version__}, "
           f"CUDA {torch.version.cuda}\n")
     torch.manual_seed(0)
-    check_correctness()
-    config = tune() if A.tune else None
-    attention_table(config)
-    if not A.no_model: model_table()
+    if not A.throughput_only:
+        check_correctness()
+        config = tune() if A.tune else None
+        attention_table(config)
+        if not A.no_model: model_table()
+    if not A.no_throughput: throughput_table()
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,8 @@ reports the median ratio over the rounds, so that a slow spell of a shared machi
 timing, the max |logit difference| to transformers.
 
 Rows:
-- inference: ours (sdpa, eager, compiled with `model.compile()`) against transformers with SDPA, fp32;
+- inference: ours (sdpa, eager, compiled with `model.compile()`, compiled with the weights frozen into the graph by
+  `compile_model(model, freeze=True)`) against transformers with SDPA, fp32;
 - the GEMM floor: the forward's matrix products alone (every Linear and the patch convolution as a GEMM, with the
   exact shapes), replayed with `torch.addmm`, against transformers' whole forward: what no rewrite of the rest can beat;
 - training step: forward + backward + AdamW of `DeiTForImageClassification` with integer labels, ours against
@@ -22,16 +23,22 @@ Rows:
 - activations kept for backward: the bytes of every tensor autograd saves in one training forward (parameters
   excluded, shared storage counted once), through `torch.autograd.graph.saved_tensors_hooks`: exact, not noisy;
 - bf16: only on a CPU with native bf16 (AVX512_BF16 or AMX); elsewhere the row says why it is not measured.
+
+`--profile` adds, for every inference and training shape, a `torch.profiler` table per operator (self CPU ms per call,
+ours and transformers) and the bound it implies: the share of transformers' own time spent in the kernels (matrix
+products, attention, GELU, patch convolution), that is the ratio ours / transformers of a forward that called the same
+kernels and spent no time at all on anything else. A goal below that bound cannot be met with these kernels on this
+machine; only faster kernels (or fewer, fused ones) can.
 """
-import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
+import argparse, copy, json, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from deit_scratch import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 from deit_scratch.training import native_bf16
+from deit_scratch.encoder import compile_model
 
 PRESETS = {"tiny": "deit_tiny_distilled_patch16_224", "small": "deit_small_distilled_patch16_224", "base": "deit_base_distilled_patch16_224"}
 
@@ -86,10 +93,39 @@ def gemm_replay(shapes:list):
         for a, w, b in ops: torch.addmm(b, a, w.t())
     return run
 
-def inference_rows(size:str, batch:int, rounds:int, compiled:bool) -> list:
+KERNELS = ("aten::addmm", "aten::mm", "aten::linear", "mkldnn::_linear_pointwise", "aten::mkldnn_convolution", "mkldnn::_convolution_pointwise",
+           "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+           "aten::gelu", "aten::gelu_backward", "aten::convolution_backward", "mkl::_mkl_linear", "aten::bmm", "aten::mkldnn_linear")
+
+def op_profile(f, n:int) -> dict:
+    "Self CPU milliseconds per call of `f`, by operator, over `n` calls under torch.profiler"
+    from torch.profiler import profile, ProfilerActivity
+    f()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n): f()
+    return {e.key: e.self_cpu_time_total / n / 1e3 for e in prof.key_averages() if e.self_cpu_time_total > 0}
+
+def profile_row(what:str, model:str, batch:int, f_ours, f_ref, n:int, top:int=12) -> dict:
+    "Per-operator profile of ours and the reference, and the ratio bound if only the kernels (`KERNELS`) took time"
+    po, pr = op_profile(f_ours, n), op_profile(f_ref, n)
+    keys = sorted(set(po) | set(pr), key=lambda k: -max(po.get(k, 0), pr.get(k, 0)))
+    kernels_ours, kernels_ref = (sum(v for k, v in p.items() if k in KERNELS) for p in (po, pr))
+    return dict(measure="profile", what=what, model=model, batch=batch, ours_total_ms=sum(po.values()), ref_total_ms=sum(pr.values()),
+                kernels_ours_ms=kernels_ours, kernels_ref_ms=kernels_ref, bound=kernels_ref / sum(pr.values()),
+                ops=[(k, po.get(k, 0.0), pr.get(k, 0.0)) for k in keys[:top]])
+
+def profile_table(r:dict) -> str:
+    out = [f"**{r['what']}, {r['model']}, batch {r['batch']}**: ours {r['ours_total_ms']:.1f} ms, transformers {r['ref_total_ms']:.1f} ms "
+           f"(profiled, self CPU time). The kernels (matrix products, attention, GELU, convolution) take {r['kernels_ours_ms']:.1f} ms "
+           f"of ours and {r['kernels_ref_ms']:.1f} ms of transformers': the same kernels and nothing else would be "
+           f"**{r['bound']:.2f}** of transformers' time", "", "| operator | ours ms | transformers ms |", "|---|---|---|"]
+    out += [f"| `{k}` | {a:.2f} | {b:.2f} |" for k, a, b in r["ops"]]
+    return "\n".join(out)
+
+def inference_rows(size:str, batch:int, rounds:int, compiled:bool, profiled:bool=False) -> list:
     ours, theirs = pair(DeiTForImageClassificationWithTeacher, PRESETS[size])
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    rows = []
+    rows, n = [], max(2, 16 // batch)
     with torch.inference_mode():
         ref = theirs(x).logits
         for impl in ("sdpa", "eager"):
@@ -101,7 +137,15 @@ def inference_rows(size:str, batch:int, rounds:int, compiled:bool) -> list:
         floor = gemm_replay(gemm_shapes(ours, x))
         r, ta, tb = interleaved(floor, lambda: theirs(x), rounds)
         rows.append(dict(measure="inference", model=size, batch=batch, ours="GEMM floor", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3, max_diff=None))
+        if profiled: rows.append(profile_row("inference, sdpa", size, batch, lambda: ours(x), lambda: theirs(x), n))
         if compiled:
+            with torch.inference_mode(False): frozen = copy.deepcopy(ours)       # normal tensors (with version counters)
+            t0 = time.perf_counter(); compile_model(frozen, example=x, freeze=True); ct = time.perf_counter() - t0
+            r, ta, tb = interleaved(lambda: frozen(x), lambda: theirs(x), rounds)
+            rows.append(dict(measure="inference", model=size, batch=batch, ours="sdpa + compile, weights frozen", ratio=r, ours_ms=ta * 1e3,
+                             ref_ms=tb * 1e3, max_diff=(frozen(x).logits - ref).abs().max().item(), compile_s=ct))
+            if profiled: rows.append(profile_row("inference, compiled with frozen weights", size, batch, lambda: frozen(x), lambda: theirs(x), n))
+            del frozen
             t0 = time.perf_counter(); ours.compile(); ours(x); ct = time.perf_counter() - t0
             r, ta, tb = interleaved(lambda: ours(x), lambda: theirs(x), rounds)
             rows.append(dict(measure="inference", model=size, batch=batch, ours="sdpa + compile", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3,
@@ -115,7 +159,7 @@ def train_step_fn(model, x, y, opt):
         opt.step()
     return step
 
-def train_rows(size:str, batch:int, rounds:int, compiled:bool) -> list:
+def train_rows(size:str, batch:int, rounds:int, compiled:bool, profiled:bool=False) -> list:
     ours, theirs = pair(DeiTForImageClassification, PRESETS[size])
     ours.train(); theirs.train()
     g = torch.Generator().manual_seed(2)
@@ -125,6 +169,7 @@ def train_rows(size:str, batch:int, rounds:int, compiled:bool) -> list:
         lo, lt = ours(x, labels=y).loss.item(), theirs(x, labels=y).loss.item()
         r, ta, tb = interleaved(so, st, rounds)
         rows = [dict(measure="training step", model=size, batch=batch, ours="sdpa", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3, max_diff=abs(lo - lt))]
+        if profiled: rows.append(profile_row("training step, sdpa", size, batch, so, st, 1))
         if compiled:
             t0 = time.perf_counter(); ours.compile(); so(); ct = time.perf_counter() - t0
             r, ta, tb = interleaved(so, st, rounds)
@@ -205,6 +250,7 @@ def table(rows:list, m:dict) -> str:
            f"torch {m['torch']}, transformers {m['transformers']}; {m['date']}.", "",
            "| measure | model | batch | ours | ours | transformers | ours / transformers | max diff |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r["measure"] == "profile": continue
         fmt = lambda v, unit: "" if v is None else f"{v:.1f} {unit}"
         a = fmt(r.get("ours_ms"), "ms") or fmt(r.get("ours_mib"), "MiB"); b = fmt(r.get("ref_ms"), "ms") or fmt(r.get("ref_mib"), "MiB")
         extra = f" (compile {r['compile_s']:.0f} s)" if r.get("compile_s") else ""
@@ -218,22 +264,27 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny only, 3 rounds, no compile")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="also a torch.profiler table per operator for every inference and training shape")
+    ap.add_argument("--only", nargs="*", help="run only these items of the plan, e.g. inference:tiny:1 train:tiny:32")
     ap.add_argument("--json", default=str(ROOT/"benchmarks"/"model_cpu.json"))
     a = ap.parse_args()
     rounds, compiled = (3, False) if a.quick else (a.rounds, not a.no_compile)
     m = machine(); print(m, flush=True)
     plan = [("inference", "tiny", 1), ("inference", "tiny", 8), ("train", "tiny", 32), ("memory", "tiny", 32)]
     if not a.quick: plan += [("inference", "base", 8), ("bf16", "base", 8)]
+    if a.only: plan = [(k, s, int(b)) for k, s, b in (item.split(":") for item in a.only)]
     rows = []
     for kind, size, batch in plan:
         t0 = time.perf_counter()
-        if kind == "inference": rows += inference_rows(size, batch, rounds, compiled)
-        elif kind == "train": rows += train_rows(size, batch, max(3, rounds // 2), compiled)
+        if kind == "inference": rows += inference_rows(size, batch, rounds, compiled, a.profile)
+        elif kind == "train": rows += train_rows(size, batch, max(3, rounds // 2), compiled, a.profile)
         elif kind == "memory": rows += [activation_row(size, batch), memory_row(size, batch)]
         else: rows.append(bf16_row(size, batch, rounds))
         print(f"{kind} {size} batch {batch}: {time.perf_counter() - t0:.0f} s", flush=True)
-        print(table(rows[-4:], m).split("\n", 2)[2], flush=True)
+        print(table(rows[-6:], m).split("\n", 2)[2], flush=True)
     print("\n" + table(rows, m))
+    for r in rows:
+        if r["measure"] == "profile": print("\n" + profile_table(r))
     Path(a.json).write_text(json.dumps(dict(machine=m, rows=rows), indent=1) + "\n")
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def build_parser(*more,  # functions `add(subparsers)` adding more subcommands (
                     "(file, directory or hub id); default: the model's own preprocessor_config.json, else 'default'")
     pr.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass (default: 32)")
     pr.add_argument("--device", type=device_arg, default="cpu", help="torch device to run on, e.g. cuda (default: cpu)")
-    pr.add_argument("--compile", action="store_true", help="torch.compile the model first (opt-in: seconds to a minute once; pays on some machines, see benchmarks/RESULTS.md)")
+    pr.add_argument("--compile", action="store_true", help="torch.compile the model first, its weights frozen into the graph (opt-in: half a minute once; pays for many images, see benchmarks/RESULTS.md)")
     cv = sub.add_parser("convert", help="convert any supported checkpoint to transformers' format",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_CONVERT_EPILOG + _EPILOG,
                         description="Load a checkpoint in any supported format and write it with save_pretrained "
@@ -158,7 +158,7 @@ def run_predict(args:argparse.Namespace,
         if not Path(im).is_file(): raise ValueError(f"image not found: {im}" if not Path(im).exists() else f"not a file: {im}")
     load = load or (lambda ref, config: load_model(check_model_ref(ref), config=resolve_config(config)))
     model = load(args.model, args.config).to(args.device).eval()
-    if args.compile: compile_model(model)                                 # opt-in (notebook 06); a warning where it cannot work
+    if args.compile: compile_model(model, freeze=True)                    # opt-in (notebook 06); a warning where it cannot work
     processor, how = resolve_processor(args.model, model.config, args.processor)
     results = []
     for s in range(0, len(args.images), args.batch_size):

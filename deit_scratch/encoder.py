@@ -226,14 +226,39 @@ def compile_reason(device) -> str|None:
         return "torch.compile needs a C++ compiler on the CPU (g++ or clang++; e.g. apt-get install g++)"
     return None
 
+def _weights_version(tensors:list) -> int:
+    "Changes whenever any of `tensors` is modified in place (load_state_dict, an optimizer step, `p.mul_(...)`)"
+    return sum(t._version for t in tensors)
+
+def _compile_frozen(model:nn.Module, **compile_kwargs):
+    "Compile `model` with inductor's `freezing`: the weights become constants of the graph (inference only)"
+    if getattr(model, "_deit_frozen", False): torch._dynamo.reset()     # compiled before: drop graphs holding old weights
+    model._deit_frozen = True
+    import torch._inductor.config as inductor_config                      # loaded by torch.compile anyway; not at import time
+    fn = torch.compile(model._call_impl, **compile_kwargs)
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if not t.is_inference()]   # inference tensors have no version
+    version = _weights_version(tensors)
+    def frozen_call(*args, **kwargs):
+        if _weights_version(tensors) != version:                        # the graph holds the old weights: never use it again
+            model._compiled_call_impl = None
+            warnings.warn("The weights changed after compile_model(freeze=True) folded them into the graph: running "
+                          "uncompiled (call compile_model(model, freeze=True) again to freeze the new weights)", stacklevel=2)
+            return model._call_impl(*args, **kwargs)
+        with inductor_config.patch(freezing=True): return fn(*args, **kwargs)
+    model._compiled_call_impl = frozen_call
+
 def compile_model(model:nn.Module,    # compiled in place: same class, same state_dict
                   example=None,       # an input to compile for now (else at the first call); failures then fall back
+                  freeze:bool=False,  # inference only: fold the weights into the graph as constants (inductor's `freezing`)
                   **compile_kwargs):  # passed to torch.compile (mode=, dynamic=, ...)
     "Opt-in `torch.compile` of `model`, or, where it cannot work, a warning saying why and the model as it was"
+    if freeze and model.training:
+        raise ValueError("compile_model(freeze=True) is for inference (it folds the weights into the graph): call model.eval() first")
     p = next(model.parameters(), None)
     reason = compile_reason(p.device if p is not None else "cpu")
     if reason: warnings.warn(f"{reason}: running uncompiled", stacklevel=2); return model
-    model.compile(**compile_kwargs)
+    if freeze: _compile_frozen(model, **compile_kwargs)
+    else: model.compile(**compile_kwargs)
     if example is not None:
         try:
             with torch.inference_mode(): model(example)

@@ -1,4 +1,4 @@
-"""The fast paths: training with GELU recomputed (notebook 06), and the opt-in `torch.compile` (`compile_model`)."""
+"""The fast paths: training with GELU recomputed (notebook 06), and the opt-in `torch.compile` (`compile_model`, also with the weights frozen)."""
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -55,3 +55,23 @@ def test_training_gradients_match_transformers():
     g_ours = {n: p.grad for n, p in ours.named_parameters()}                   # transformers 5's in-memory names, as ours
     assert set(g_ours) == set(g_hf), set(g_ours) ^ set(g_hf)
     for n, g in g_ours.items(): torch.testing.assert_close(g, g_hf[n], rtol=0, atol=1e-5, msg=n)
+
+def test_frozen_compile_matches_transformers_and_never_serves_old_weights():
+    "compile_model(freeze=True): transformers' logits to 1e-5, at a second batch size too; changed weights: a warning and their logits"
+    import copy, tempfile, transformers
+    from deit_test_utils import randomise
+    ours = randomise(ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**CFG)), 3).eval()
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        theirs = transformers.DeiTForImageClassificationWithTeacher.from_pretrained(d, attn_implementation="sdpa").eval()
+    with pytest.raises(ValueError, match=r"for inference .* call model.eval\(\) first"): compile_model(copy.deepcopy(ours).train(), freeze=True)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert compile_model(ours, example=x, freeze=True) is ours and ours._compiled_call_impl is not None
+    with torch.inference_mode():
+        for xb in (x, x[:1]):                                                    # x[:1]: recompiled, frozen again
+            torch.testing.assert_close(ours(xb).logits, theirs(xb).logits, rtol=0, atol=1e-5)
+    new = randomise(ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**CFG)), 4).eval()
+    ours.load_state_dict(new.state_dict())                                       # the graph still holds the old weights
+    with pytest.warns(UserWarning, match="weights changed after compile_model"), torch.inference_mode(): got = ours(x).logits
+    with torch.inference_mode(): torch.testing.assert_close(got, new(x).logits, rtol=0, atol=1e-6)
+    assert ours._compiled_call_impl is None                                      # uncompiled from now on
