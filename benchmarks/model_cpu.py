@@ -37,8 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from deit_scratch import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
-from deit_scratch.training import native_bf16
-from deit_scratch.encoder import compile_model
+from deit_scratch.encoder import compile_model, native_bf16
 
 PRESETS = {"tiny": "deit_tiny_distilled_patch16_224", "small": "deit_small_distilled_patch16_224", "base": "deit_base_distilled_patch16_224"}
 

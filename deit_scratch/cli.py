@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['EXIT_OK', 'EXIT_ERROR', 'EXIT_USAGE', 'default_processor', 'resolve_processor', 'resolve_config', 'positive_int',
-           'device_arg', 'build_parser', 'check_model_ref', 'run_predict', 'run_convert', 'one_line', 'main']
+           'device_arg', 'build_parser', 'check_model_ref', 'precision_dtype', 'run_predict', 'run_convert', 'one_line',
+           'main']
 
 # %% ../nbs/11_cli.ipynb #04ab5a44
 import argparse, json, os, sys, warnings
@@ -16,7 +17,7 @@ from .image_processor import DeiTImageProcessor
 from .preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG, load_image
 from .inference import predict
 from .pretrained import load_model, is_hub_id
-from .encoder import compile_model
+from .encoder import compile_model, native_bf16
 
 # %% ../nbs/11_cli.ipynb #d85e54fd
 def default_processor(config:DeiTConfig, # the model's config: its image_size is the crop
@@ -127,6 +128,8 @@ def build_parser(*more,  # functions `add(subparsers)` adding more subcommands (
                     "(file, directory or hub id); default: the model's own preprocessor_config.json, else 'default'")
     pr.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass (default: 32)")
     pr.add_argument("--device", type=device_arg, default="cpu", help="torch device to run on, e.g. cuda (default: cpu)")
+    pr.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                    help="fp32 (default); bf16 autocast; or auto: bf16 only where the hardware computes it natively (AVX512-BF16 or AMX CPUs, recent GPUs)")
     pr.add_argument("--compile", action="store_true", help="torch.compile the model first, its weights frozen into the graph (opt-in: half a minute once; pays for many images, see benchmarks/RESULTS.md)")
     cv = sub.add_parser("convert", help="convert any supported checkpoint to transformers' format",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_CONVERT_EPILOG + _EPILOG,
@@ -150,6 +153,17 @@ def check_model_ref(ref:str) -> str:
 def _model_summary(model) -> str:
     return f"{type(model).__name__}, {model.config.num_labels} classes"
 
+def precision_dtype(precision:str,  # "fp32", "bf16", or "auto": bf16 where the hardware computes it natively
+                    device,          # where the model runs
+                   ) -> torch.dtype|None:
+    "The autocast dtype `--precision` asks for on `device` (None: fp32), with a warning where bf16 would only be emulated"
+    if precision == "fp32" or (precision == "auto" and not native_bf16(device)): return None
+    if not native_bf16(device):
+        what = (f"this CPU ({torch.backends.cpu.get_cpu_capability()}, without AVX512-BF16 or AMX)" if torch.device(device).type == "cpu"
+                else f"device {device}")
+        warnings.warn(f"--precision bf16: {what} does not compute in bf16 natively; it is emulated, several times slower than fp32", stacklevel=2)
+    return torch.bfloat16
+
 def run_predict(args:argparse.Namespace,
                 load=None, # `load(model_ref, config_ref)` -> the model; default: `load_model` (notebook 16 passes its exported-file loader)
                ) -> int:
@@ -159,19 +173,23 @@ def run_predict(args:argparse.Namespace,
     load = load or (lambda ref, config: load_model(check_model_ref(ref), config=resolve_config(config)))
     model = load(args.model, args.config).to(args.device).eval()
     if args.compile: compile_model(model, freeze=True)                    # opt-in (notebook 06); a warning where it cannot work
+    if not isinstance(model, torch.nn.Module) and args.precision == "bf16":
+        raise ValueError(f"--precision bf16 needs a PyTorch model; {args.model} is an exported graph, which runs in the precision it was exported in")
+    amp = precision_dtype(args.precision, args.device) if isinstance(model, torch.nn.Module) else None
     processor, how = resolve_processor(args.model, model.config, args.processor)
     results = []
     for s in range(0, len(args.images), args.batch_size):
         paths = args.images[s:s + args.batch_size]
         ims = [load_image(p) for p in paths]                                   # RGB
         if model.config.num_channels == 1: ims = [im.convert("L") for im in ims]  # a grayscale model (e.g. Fashion-MNIST's)
-        results += predict(model, processor, ims, top_k=args.top_k, batch_size=args.batch_size)
+        with torch.autocast(torch.device(args.device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            results += predict(model, processor, ims, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
-        doc = {"model": args.model, "model_class": type(model).__name__, "preprocessing": how,
+        doc = {"model": args.model, "model_class": type(model).__name__, "preprocessing": how, "precision": "bf16" if amp else "fp32",
                "results": [{"image": im, "predictions": [p._asdict() for p in preds]} for im, preds in zip(args.images, results)]}
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
-    print(f"model: {args.model} ({_model_summary(model)})\npreprocessing: {how}")
+    print(f"model: {args.model} ({_model_summary(model)}{', bf16 autocast' if amp else ''})\npreprocessing: {how}")
     for im, preds in zip(args.images, results):
         print(f"\n{im}")
         for r, p in enumerate(preds, 1): print(f"  {r:>2}. {p.prob:7.2%}  {p.label}  [{p.label_id}]")

@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = ['ACT2CLS', 'QuickGELU', 'get_activation', 'GeluLinear', 'DeiTMLP', 'DeiTLayer', 'ModelOutput',
            'BaseModelOutputWithPooling', 'DeiTPooler', 'get_head_mask', 'DeiTPreTrainedModel', 'DeiTModel',
-           'compile_reason', 'compile_model']
+           'native_bf16', 'compile_reason', 'compile_model']
 
 # %% ../nbs/06_encoder.ipynb #42c56450
 import os, shutil, warnings
 from dataclasses import dataclass, fields
 from functools import partial
+from pathlib import Path
 import torch
 from torch.utils import _pytree as pytree
 import torch.nn.functional as F
@@ -214,6 +215,16 @@ class DeiTModel(DeiTPreTrainedModel):
         pooled = self.pooler(seq) if self.pooler is not None else None   # (B, pooler_output_size)
         out = BaseModelOutputWithPooling(seq, pooled, hidden_states, attentions)
         return out if self._flag(return_dict, "return_dict") else out.to_tuple()
+
+# %% ../nbs/06_encoder.ipynb #39b781d3
+def native_bf16(device:str|torch.device="cpu") -> bool:
+    "Whether `device` computes in bf16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX)"
+    device = torch.device(device)
+    if device.type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu": return False
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 # %% ../nbs/06_encoder.ipynb #6c1678e6
 def compile_reason(device) -> str|None:

@@ -75,3 +75,26 @@ def test_frozen_compile_matches_transformers_and_never_serves_old_weights():
     with pytest.warns(UserWarning, match="weights changed after compile_model"), torch.inference_mode(): got = ours(x).logits
     with torch.inference_mode(): torch.testing.assert_close(got, new(x).logits, rtol=0, atol=1e-6)
     assert ours._compiled_call_impl is None                                      # uncompiled from now on
+
+def test_cli_precision_bf16_where_native_and_says_when_it_is_emulated(tmp_path):
+    "--precision bf16 autocasts (probabilities within 2e-2 of fp32), warning where bf16 is emulated; auto picks bf16 only where native"
+    from deit_scratch.encoder import native_bf16
+    torch.manual_seed(0)
+    ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**CFG)).save_pretrained(tmp_path/"m")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path/"x.png")
+    argv = [sys.executable, "-m", "deit_scratch.cli", "predict", str(tmp_path/"x.png"), "--model", str(tmp_path/"m"), "--json", "-k", "5"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = {p: subprocess.run(argv + ["--precision", p], capture_output=True, text=True, env=env, timeout=120) for p in ("fp32", "bf16", "auto")}
+    assert all(r.returncode == 0 for r in runs.values()), {p: r.stderr for p, r in runs.items()}
+    docs = {p: json.loads(r.stdout) for p, r in runs.items()}
+    assert docs["fp32"]["precision"] == "fp32" and docs["bf16"]["precision"] == "bf16"
+    probs = {p: {q["label_id"]: q["prob"] for q in d["results"][0]["predictions"]} for p, d in docs.items()}
+    assert set(probs["bf16"]) == set(probs["fp32"]) == set(range(5))                  # all 5 classes, so no rank can drop out
+    assert max(abs(probs["bf16"][k] - probs["fp32"][k]) for k in range(5)) <= 2e-2
+    assert runs["fp32"].stderr == "" and runs["auto"].stderr == ""
+    if native_bf16("cpu"):
+        assert runs["bf16"].stderr == "" and docs["auto"]["precision"] == "bf16"
+    else:
+        assert runs["bf16"].stderr.strip() == (f"deit-scratch: warning: --precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}, "
+            "without AVX512-BF16 or AMX) does not compute in bf16 natively; it is emulated, several times slower than fp32"), runs["bf16"].stderr
+        assert docs["auto"]["precision"] == "fp32" and docs["auto"]["results"] == docs["fp32"]["results"]
