@@ -92,7 +92,7 @@ def gemm_replay(shapes:list):
         for a, w, b in ops: torch.addmm(b, a, w.t())
     return run
 
-KERNELS = ("aten::addmm", "aten::mm", "aten::linear", "mkldnn::_linear_pointwise", "aten::mkldnn_convolution", "mkldnn::_convolution_pointwise",
+KERNELS = ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise", "aten::mkldnn_convolution", "mkldnn::_convolution_pointwise",
            "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
            "aten::gelu", "aten::gelu_backward", "aten::convolution_backward", "mkl::_mkl_linear", "aten::bmm", "aten::mkldnn_linear")
 

@@ -17,7 +17,7 @@ from .image_processor import DeiTImageProcessor
 from .preprocessing import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PREPROCESSOR_CONFIG, load_image
 from .inference import predict
 from .pretrained import load_model, is_hub_id
-from .encoder import compile_model, native_bf16
+from .encoder import compile_model, native_bf16, autocast_dtype
 
 # %% ../nbs/11_cli.ipynb #d85e54fd
 def default_processor(config:DeiTConfig, # the model's config: its image_size is the crop
@@ -157,12 +157,12 @@ def precision_dtype(precision:str,  # "fp32", "bf16", or "auto": bf16 where the 
                     device,          # where the model runs
                    ) -> torch.dtype|None:
     "The autocast dtype `--precision` asks for on `device` (None: fp32), with a warning where bf16 would only be emulated"
-    if precision == "fp32" or (precision == "auto" and not native_bf16(device)): return None
-    if not native_bf16(device):
+    amp = autocast_dtype({"fp32": False, "bf16": True, "auto": None}[precision], device)
+    if amp is not None and not native_bf16(device):
         what = (f"this CPU ({torch.backends.cpu.get_cpu_capability()}, without AVX512-BF16 or AMX)" if torch.device(device).type == "cpu"
                 else f"device {device}")
         warnings.warn(f"--precision bf16: {what} does not compute in bf16 natively; it is emulated, several times slower than fp32", stacklevel=2)
-    return torch.bfloat16
+    return amp
 
 def run_predict(args:argparse.Namespace,
                 load=None, # `load(model_ref, config_ref)` -> the model; default: `load_model` (notebook 16 passes its exported-file loader)
@@ -173,9 +173,10 @@ def run_predict(args:argparse.Namespace,
     load = load or (lambda ref, config: load_model(check_model_ref(ref), config=resolve_config(config)))
     model = load(args.model, args.config).to(args.device).eval()
     if args.compile: compile_model(model, freeze=True)                    # opt-in (notebook 06); a warning where it cannot work
-    if not isinstance(model, torch.nn.Module) and args.precision == "bf16":
+    if isinstance(model, torch.nn.Module): amp = precision_dtype(args.precision, args.device)
+    elif args.precision == "bf16":
         raise ValueError(f"--precision bf16 needs a PyTorch model; {args.model} is an exported graph, which runs in the precision it was exported in")
-    amp = precision_dtype(args.precision, args.device) if isinstance(model, torch.nn.Module) else None
+    else: amp = None                                                       # an exported graph: its own precision
     processor, how = resolve_processor(args.model, model.config, args.processor)
     results = []
     for s in range(0, len(args.images), args.batch_size):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['ACT2CLS', 'QuickGELU', 'get_activation', 'GeluLinear', 'DeiTMLP', 'DeiTLayer', 'ModelOutput',
            'BaseModelOutputWithPooling', 'DeiTPooler', 'get_head_mask', 'DeiTPreTrainedModel', 'DeiTModel',
-           'native_bf16', 'compile_reason', 'compile_model']
+           'native_bf16', 'autocast_dtype', 'compile_reason', 'compile_model']
 
 # %% ../nbs/06_encoder.ipynb #42c56450
 import os, shutil, warnings
@@ -225,6 +225,12 @@ def native_bf16(device:str|torch.device="cpu") -> bool:
     try: flags = Path("/proc/cpuinfo").read_text()
     except OSError: return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+def autocast_dtype(bf16:bool|None, # True: bf16; False: fp32; None: bf16 only where `device` computes it natively
+                   device) -> torch.dtype|None:
+    "The dtype to autocast to on `device`: bf16 when asked (True), or when the hardware has it (None = auto); else None (fp32)"
+    if bf16 is None: bf16 = native_bf16(device)
+    return torch.bfloat16 if bf16 else None
 
 # %% ../nbs/06_encoder.ipynb #6c1678e6
 def compile_reason(device) -> str|None:

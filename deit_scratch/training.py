@@ -5,10 +5,9 @@
 # %% auto #0
 __all__ = ['NO_DECAY_NAMES', 'TEACHER_RECIPE', 'STUDENT_RECIPE', 'ResBlock', 'ConvNet', 'save_convnet', 'load_convnet',
            'param_groups', 'warmup_cosine', 'head_logits', 'cls_logits', 'LabelLoss', 'eval_sums', 'evaluate',
-           'autocast_dtype', 'TrainConfig', 'rng_state', 'set_rng_state', 'atomic_save', 'save_model', 'dist_info',
-           'all_reduce_sums', 'Trainer', 'train_epoch', 'fit', 'format_row', 'state_dict', 'load_state_dict', 'save',
-           'resume', 'plot_history', 'fashion_student_config', 'init_for_training', 'teacher_transform',
-           'student_transform']
+           'TrainConfig', 'rng_state', 'set_rng_state', 'atomic_save', 'save_model', 'dist_info', 'all_reduce_sums',
+           'Trainer', 'train_epoch', 'fit', 'format_row', 'state_dict', 'load_state_dict', 'save', 'resume',
+           'plot_history', 'fashion_student_config', 'init_for_training', 'teacher_transform', 'student_transform']
 
 # %% ../nbs/13_training.ipynb #d5aebc73
 import dataclasses, json, math, os, random, sys, tempfile, time, warnings
@@ -26,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
 from .files import read_json, atomic_write, save_files, finish_save, check_file
-from .encoder import compile_model, native_bf16
+from .encoder import compile_model, native_bf16, autocast_dtype
 import deit_scratch.checkpoints  # adds hf_state_dict / load_hf_state_dict to the models (notebook 06a)
 
 # %% ../nbs/13_training.ipynb #81361d9c
@@ -149,12 +148,6 @@ def evaluate(model:nn.Module,        # anything `head_logits` understands the ou
     dl = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     sums, n = eval_sums(model, dl, device or next(model.parameters()).device, autocast_dtype)
     return {k: v / max(n, 1) for k, v in sums.items()}
-
-# %% ../nbs/13_training.ipynb #d576db6e
-def autocast_dtype(bf16:bool|None, device) -> torch.dtype|None:
-    "bf16 when asked (True), or when the hardware has it (None = auto); else None (fp32)"
-    if bf16 is None: bf16 = native_bf16(device)
-    return torch.bfloat16 if bf16 else None
 
 # %% ../nbs/13_training.ipynb #579422c5
 @dataclass
