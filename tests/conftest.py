@@ -1,5 +1,20 @@
-import os
+import os, tempfile
 from pathlib import Path
+
+# Forcing torch's dispatch lower (ATEN_CPU_CAPABILITY=avx2 or default) exercises other kernels on this machine. Two
+# things make that setting alone describe no real CPU, and both fail inside torch 2.13, not in this library:
+# - oneDNN still uses the CPU's AVX-512/AMX, and bf16 flash attention then calls a packing kernel the forced dispatch
+#   refuses ("pack_vnni2 is only supported when avx512 is supported"): limit oneDNN and MKL to the same level;
+# - inductor's cache is not keyed on the forced level, and a graph cached at the machine's own level returned NaN:
+#   give each forced level its own cache.
+_forced = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+if _forced in ("avx2", "default"):
+    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2" if _forced == "avx2" else "SSE41")
+    os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2" if _forced == "avx2" else "SSE4_2")
+if _forced:
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"torchinductor-deit-scratch-{_forced}"))
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")   # no trace lines from torch's profiler (kineto prints them at its default level)
+
 import pytest, torch
 # Triton reads TRITON_INTERPRET when it is imported: without a GPU, run its kernels in the CPU interpreter
 if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -152,6 +152,7 @@ def test_script_predict_json_matches_library(ckpt, images, photo_paths):
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
         assert all(p["label"] == names[p["label_id"]] for p in preds)   # placeholder names -> ImageNet names
 
+@pytest.mark.slow
 def test_module_predict_text(ckpt, photo_paths):
     "`python -m deit_scratch.cli` on the real photos: text output, ranks in order, the preprocessing named"
     r = module("predict", *photo_paths, "-m", ckpt, "-k", 3)
@@ -166,6 +167,7 @@ def test_module_predict_text(ckpt, photo_paths):
     probs = [float(l.split()[1].rstrip("%")) for l in lines if l.startswith("   ")]
     for i in range(0, len(probs), 3): assert probs[i:i+3] == sorted(probs[i:i+3], reverse=True)
 
+@pytest.mark.slow
 def test_script_convert_round_trip_in_transformers(work, fb_pth, ckpt):
     "facebookresearch .pth -> convert (script) -> transformers 5.23 loads it, logits within 1e-5 of ours"
     transformers = pytest.importorskip("transformers")
@@ -183,6 +185,7 @@ def test_script_convert_round_trip_in_transformers(work, fb_pth, ckpt):
     for k, v in src.state_dict().items(): assert torch.equal(v, ours.state_dict()[k]), k
     assert DeiTImageProcessor.from_pretrained(dst) == DeiTImageProcessor.facebook_eval(32)
 
+@pytest.mark.slow
 def test_script_and_module_errors(work, images):
     "Through the real processes: one line on stderr, no traceback, the right exit codes"
     r = script("predict", work / "missing.jpg", "--model", work / "distilled")

@@ -97,6 +97,7 @@ def chromium():
         pytest.skip("no Chromium here (Debian: apt-get install chromium); CI runs this test")
     return c
 
+@pytest.mark.slow
 def test_pages_render_in_chromium(course, tmp_path):
     c = chromium()
     site = tmp_path/"_docs"

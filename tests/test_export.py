@@ -8,6 +8,8 @@ from deit_scratch import DeiTModel, DeiTForImageClassification, DeiTForImageClas
 from deit_scratch.export import export_program, export_model, ExportedModel, output_names, main
 from deit_scratch.helpers import small_config
 
+pytestmark = pytest.mark.slow            # torch.export, inductor and ONNX exports: the full tier (make test-all, CI)
+
 CLASSES = (DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling)
 UNSEEN = [(3, 3, 48, 64), (1, 3, 32, 32), (5, 3, 24, 40), (2, 3, 16, 96)]        # traced at (2, 3, 32, 32)
 

@@ -12,6 +12,7 @@ from deit_scratch.encoder import compile_model, compile_reason
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8, num_labels=5)
 
+@pytest.mark.slow
 def test_compiled_model_matches_eager_and_keeps_its_class():
     assert compile_reason("cpu") is None, "torch.compile needs g++ here (.ci/run installs it)"
     torch.manual_seed(0)
@@ -22,6 +23,7 @@ def test_compiled_model_matches_eager_and_keeps_its_class():
     with torch.inference_mode(): torch.testing.assert_close(fast(x).logits, eager(x).logits, rtol=0, atol=1e-5)
     assert type(fast) is ds.DeiTForImageClassificationWithTeacher and fast.state_dict().keys() == eager.state_dict().keys()
 
+@pytest.mark.slow
 def test_cli_compile_without_a_compiler_warns_and_still_predicts(tmp_path):
     "--compile on a machine without g++ (PATH emptied): one warning line, and the same predictions"
     torch.manual_seed(0)
@@ -56,6 +58,7 @@ def test_training_gradients_match_transformers():
     assert set(g_ours) == set(g_hf), set(g_ours) ^ set(g_hf)
     for n, g in g_ours.items(): torch.testing.assert_close(g, g_hf[n], rtol=0, atol=1e-5, msg=n)
 
+@pytest.mark.slow
 def test_frozen_compile_matches_transformers_and_never_serves_old_weights():
     "compile_model(freeze=True): transformers' logits to 1e-5, at a second batch size too; changed weights: a warning and their logits"
     import copy, tempfile, transformers
@@ -76,6 +79,7 @@ def test_frozen_compile_matches_transformers_and_never_serves_old_weights():
     with torch.inference_mode(): torch.testing.assert_close(got, new(x).logits, rtol=0, atol=1e-6)
     assert ours._compiled_call_impl is None                                      # uncompiled from now on
 
+@pytest.mark.slow
 def test_cli_precision_bf16_where_native_and_says_when_it_is_emulated(tmp_path):
     "--precision bf16 autocasts (probabilities within 2e-2 of fp32), warning where bf16 is emulated; auto picks bf16 only where native"
     from deit_scratch.encoder import native_bf16

@@ -79,6 +79,8 @@ def wheel(tmp_path_factory):
     assert len(wheels) == 1, wheels
     return wheels[0]
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("wheel")
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     lib = {Path(n).name for n in names if n.startswith("deit_scratch/")}
@@ -90,6 +92,8 @@ def test_wheel_contents(wheel):
     tops = {n.split("/")[0] for n in names}
     assert all(t == "deit_scratch" or t.endswith(".dist-info") for t in tops), tops
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("wheel")
 def test_wheel_requirements(wheel):
     with zipfile.ZipFile(wheel) as z:
         meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
@@ -100,6 +104,8 @@ def test_wheel_requirements(wheel):
     extras = {_requirement_name(r) for r in reqs if is_extra(r)}
     assert "transformers" in extras and "transformers" not in runtime
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("wheel")
 def test_console_script_declared(wheel):
     with zipfile.ZipFile(wheel) as z:
         eps = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()

@@ -17,6 +17,9 @@ from transformers import DeiTImageProcessorPil
 from transformers.image_transforms import normalize as hf_normalize, rescale as hf_rescale
 
 logging.getLogger("transformers").setLevel(logging.ERROR)      # its channel-ambiguity warnings are expected here
+# float arrays in [0, 1] with do_rescale=True are compared with transformers on purpose: the warning they raise is
+# tested where it is the point (test_robustness.py::test_float_arrays_in_0_1_warn_when_rescaled)
+pytestmark = pytest.mark.filterwarnings("ignore:It looks like you are trying to rescale already rescaled images:UserWarning")
 
 
 # ---------------------------------------------------------------- helpers
@@ -102,7 +105,7 @@ def test_real_photos_parameters_in_constructor(photos, kw):
 
 
 # ---------------------------------------------------------------- synthetic images
-SIZES = [(1, 1), (3, 2), (10, 7), (223, 224), (224, 224), (225, 223), (256, 256), (100, 300), (300, 100), (1500, 2000)]
+SIZES = [(1, 1), (3, 2), (10, 7), (223, 224), (224, 224), (225, 223), (256, 256), (100, 300), (300, 100), pytest.param((1500, 2000), marks=pytest.mark.slow)]
 
 @pytest.mark.parametrize("hw", SIZES, ids=str)
 def test_synthetic_pil_and_arrays(hf, ours, hw):
@@ -438,6 +441,7 @@ def test_windowed_resize_falls_back_when_pillow_disagrees(hf, photos, monkeypatc
 
 def _child(q, p, ims): q.put(p(ims, return_tensors="np").pixel_values)
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 def test_forked_child_processes_batches():
     # a DataLoader worker forked after the parent used its thread pool must not wait on the parent's threads
@@ -450,6 +454,7 @@ def test_forked_child_processes_batches():
     finally: proc.join(timeout=10)
     assert_identical(parent, child)
 
+@pytest.mark.slow
 def test_from_pretrained_hub_id_from_the_local_cache(tmp_path):
     # a hub id resolves through huggingface_hub's cache, without network (HF_HUB_OFFLINE=1)
     pytest.importorskip("huggingface_hub")

@@ -70,6 +70,7 @@ torch.manual_seed(1)
 m = ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**{cfg}, id2label={{0: "new0", 1: "new1"}}))
 """
 
+@pytest.mark.slow
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
 @pytest.mark.parametrize("how", ["EFBIG", "SIGXFSZ"], ids=["disk-full-error", "killed-by-file-size-limit"])
 def test_save_on_a_full_disk_leaves_the_old_checkpoint(old_ckpt, safe, how):
@@ -122,6 +123,7 @@ def test_save_into_a_read_only_directory(old_ckpt):
     assert_old(d, want, labels)
     assert entries(d) == ["config.json", "model.safetensors", PREPROCESSOR_CONFIG]
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", ["model.safetensors", PREPROCESSOR_CONFIG, "config.json"])
 def test_kill_between_renames_completes_on_load(old_ckpt, victim):
     "1: killed after the commit, between two renames: the next load completes the save (new weights AND new labels)"
@@ -146,6 +148,7 @@ m.save_pretrained({str(d)!r}, image_processor=DeiTImageProcessor(crop_size=24, s
     assert DeiTImageProcessor.from_pretrained(d).crop_size == {"height": 24, "width": 24}
     assert entries(d) == ["config.json", "model.safetensors", PREPROCESSOR_CONFIG]
 
+@pytest.mark.slow
 def test_a_save_after_a_killed_one_completes_it_first(old_ckpt):
     "1: the next *save* (not only a load) finishes an interrupted one, under the directory's lock, then writes its own"
     d, _, _ = old_ckpt
@@ -293,6 +296,7 @@ def test_a_tampered_save_journal_is_not_obeyed(tmp_path):
         with pytest.raises(ValueError, match="not a save journal deit_scratch wrote: not obeyed"): load_model(d)
     assert (tmp_path/"precious.txt").read_text() == "keep"
 
+@pytest.mark.slow
 def test_offline_hub_fails_fast_in_one_line(tmp_path):
     "2: a hub id that is not cached, the hub unreachable: one line, seconds (not 25 s of retries), library and CLI"
     env = {"HF_HOME": str(tmp_path/"hf"), "HF_ENDPOINT": "http://127.0.0.1:9"}   # nothing listens on port 9
@@ -522,6 +526,7 @@ def test_predict_runs_in_eval_and_inference_mode_and_restores_the_mode():
     with pytest.raises(ValueError): ds.predict(m, proc, [im, "/nonexistent.jpg"])
     assert m.training
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["predict", "train"])
 def test_cli_device_without_cuda_is_one_line(tmp_path, command):
     "4: --device cuda on a machine without CUDA: exit 2, one line, before any work"
