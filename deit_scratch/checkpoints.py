@@ -126,6 +126,15 @@ def load_hf_state_dict(self:DeiTPreTrainedModel,
     mismatched = [m for m in mismatched if m[0] not in reinit]
     report = dict(missing_keys=missing, unexpected_keys=unexpected, mismatched_keys=mismatched, reinitialized_keys=reinit)
     bad_missing,bad_unexpected = [k for k in missing if not self._optional(k)],[k for k in unexpected if not self._optional(k)]
+    # a key this architecture has at another depth (layers.7.mlp...) means another config: an error; a key no DeiT has
+    # (layers.7.extra.weight) is ignored with a warning, as transformers does, when nothing is missing or mismatched
+    shape_of = lambda k: re.sub(r"\.\d+\.", ".0.", k)
+    ours = {shape_of(k) for k in own}
+    foreign = [k for k in bad_unexpected if shape_of(k) not in ours]
+    if strict and foreign and not (bad_missing or mismatched or len(foreign) < len(bad_unexpected)):
+        warnings.warn(f"Not used: {foreign} {'is' if len(foreign) == 1 else 'are'} in the checkpoint but no part of "
+                      f"{type(self).__name__}; ignored", stacklevel=3)
+        bad_unexpected = []
     if strict and (bad_missing or bad_unexpected or mismatched):
         msg = [f"The checkpoint does not fit {type(self).__name__}:"]
         if bad_missing: msg.append(f"  missing keys: {bad_missing}")

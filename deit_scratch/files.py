@@ -82,7 +82,10 @@ def read_json(path,                     # a JSON file
 
 # %% ../nbs/00a_files.ipynb #984476b9
 class SaveError(OSError):
-    "A save that failed before anything was changed: what was at the target is still there"
+    "A save that failed. `committed` False: nothing at the target was changed; True: it failed after its commit point"
+    def __init__(self, errno, message:str, committed:bool=False):
+        super().__init__(errno, message); self.committed = committed
+    def __str__(self): return self.strerror              # the message alone, without OSError's "[Errno None]" in front
 
 def _tmp_name(d:Path, name:str, token:str) -> Path: return d / f".{name}.{token}.tmp"
 
@@ -168,6 +171,16 @@ def _finish(d:Path):
     "Carry out the journal in `d`, if any (the caller holds the lock): another process may have finished it meanwhile"
     if (d/JOURNAL).exists(): _apply(d, _read_journal(d), strict=False)
 
+def _cause(d:Path, e:OSError) -> tuple:
+    "(what failed, naming the file in `d`; what to do about it) for an OSError of a rename or delete in `d`"
+    files = [Path(f) for f in (e.filename2, e.filename) if f]            # os.replace(src, dst): dst is filename2
+    name = next((f.name for f in files if f.parent == d), files[0].name if files else None)
+    what = f"{name!r}: {e.strerror or e}" if name else str(e.strerror or e)
+    if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST) and name:
+        return what, f"{name!r} is a directory where the save puts a file: move it out of {str(d)!r}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS): return what, f"make {str(d)!r} writable"
+    return what, "fix that"
+
 def finish_save(directory) -> bool:
     "Complete a save into `directory` that was interrupted after its commit; True if there was one to complete"
     d = Path(directory)
@@ -176,8 +189,9 @@ def finish_save(directory) -> bool:
     try:
         with _locked(d): _finish(d)
     except OSError as e:
-        raise ValueError(f"{str(d)!r} holds a save that was interrupted half-way, and it cannot be completed ({e.strerror or e}): "
-                         "its files may mix two saves. Make the directory writable and load it again, or save it anew") from None
+        what, fix = _cause(d, e)
+        raise ValueError(f"{str(d)!r} holds a save that was interrupted half-way, and it cannot be completed ({what}): "
+                         f"its files may mix two saves. To complete it, {fix}, then load it again") from None
     return True
 
 # %% ../nbs/00a_files.ipynb #af390d15
@@ -197,7 +211,17 @@ def save_files(directory,                  # created if needed
     except OSError as e: raise SaveError(e.errno, f"Could not save into {str(d)!r} ({_why(e)}); nothing there was changed") from e
 
 def _save_locked(d:Path, writers:dict, remove) -> list:
-    _finish(d)                                                             # an earlier interrupted save first
+    try: _finish(d)                                                        # an earlier interrupted save first
+    except OSError as e:
+        what, fix = _cause(d, e)
+        raise SaveError(e.errno, f"Could not save into {str(d)!r}: it holds an earlier save that was interrupted after its "
+                        f"commit, and completing that failed ({what}). To complete it, {fix}, then save again") from e
+    # every target checked before anything is staged: a directory where a file goes would fail after the commit
+    blocked = [n for n in dict.fromkeys([*writers, *remove]) if (d/n).is_dir() and not (d/n).is_symlink()]
+    if blocked:
+        raise SaveError(errno.EISDIR, f"Could not save into {str(d)!r}: {', '.join(map(repr, blocked))} "
+                        f"{'is a directory' if len(blocked) == 1 else 'are directories'} where the save puts a file; "
+                        "nothing there was changed. Move it out of the way and save again")
     for f in d.glob(STAGING + "*"): shutil.rmtree(f, ignore_errors=True)   # staging folders of saves that died
     stage = d/(STAGING + secrets.token_hex(8))
     try:
@@ -213,7 +237,13 @@ def _save_locked(d:Path, writers:dict, remove) -> list:
         if isinstance(e, Exception):
             raise SaveError(getattr(e, "errno", None), f"Could not save into {str(d)!r} ({_why(e)}); nothing there was changed") from e
         raise
-    _apply(d, plan, strict=True)
+    try: _apply(d, plan, strict=True)
+    except OSError as e:                                                   # past the commit: say so, and how to finish
+        what, fix = _cause(d, e)
+        raise SaveError(e.errno, f"The save into {str(d)!r} was committed but not finished ({what}): until it is, the "
+                        f"directory mixes old and new files, and the new ones wait in {stage.name}/ with the journal "
+                        f"{JOURNAL}. To finish it, {fix}, then load the directory (or call finish_save): that completes "
+                        "the save", committed=True) from e
     return [d/n for n in writers]
 
 # %% ../nbs/00a_files.ipynb #e300150f

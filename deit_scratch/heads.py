@@ -68,7 +68,8 @@ def _loss_labels(logits:torch.Tensor, labels, problem_type:str) -> torch.Tensor:
     want = (B, K) if problem_type == "multi_label_classification" or K > 1 else (B,)
     if (tuple(labels.shape) != want) and not (want == (B,) and tuple(labels.shape) == (B, 1)):
         kind = "multi-label classification" if problem_type == "multi_label_classification" else "regression"
-        raise ValueError(f"{kind} needs labels of shape {want}" + (" (one 0/1 per class)" if len(want) == 2 else "") + f", got {tuple(labels.shape)}")
+        per = " (one 0/1 per class)" if kind.startswith("multi") else " (one target per output)" if len(want) == 2 else ""
+        raise ValueError(f"{kind} needs labels of shape {want}{per}, got {tuple(labels.shape)}")
     return labels.to(logits.dtype)
 
 def classification_loss(logits:torch.Tensor,     # (B, num_labels)

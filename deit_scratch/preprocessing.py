@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD', 'IMAGENET_STANDARD_MEAN', 'IMAGENET_STANDARD_STD',
-           'PREPROCESSOR_CONFIG', 'HIGH_DEPTH_MODES', 'high_depth_to_8bit', 'load_strict', 'load_image', 'pil_to_rgb',
-           'array_to_rgb', 'size_dict', 'resize_shape', 'crop_offsets', 'center_crop', 'rescale_normalize',
-           'normalize_lut', 'prepare_image', 'check_output_size', 'resize']
+           'PREPROCESSOR_CONFIG', 'HIGH_DEPTH_MODES', 'high_depth_to_8bit', 'truncated_hint', 'load_strict',
+           'load_image', 'pil_to_rgb', 'array_to_rgb', 'size_dict', 'resize_shape', 'crop_offsets', 'center_crop',
+           'rescale_normalize', 'normalize_lut', 'prepare_image', 'check_output_size', 'resize']
 
 # %% ../nbs/08_preprocessing.ipynb #c932e356
 import json, math, os, re, threading, warnings
@@ -51,21 +51,14 @@ def high_depth_to_8bit(im:Image.Image, # mode I;16 (16-bit PNG/TIFF), I (32-bit 
     return Image.fromarray(np.round(y).astype(np.uint8), "L")
 
 # %% ../nbs/08_preprocessing.ipynb #0656d452
-_strict_lock, _strict = threading.Lock(), {"n": 0, "saved": False}
+def truncated_hint(e:Exception) -> str:
+    "For PIL's errors about truncated data: how to decode such files anyway; else nothing"
+    return ("; to decode what a truncated file holds (the rest left grey), set PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True"
+            if "truncated" in str(e) else "")
 
 def load_strict(im:Image.Image) -> Image.Image:
-    "`im.load()`, failing on truncated data even if another library set `PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`"
-    with _strict_lock:                   # while any thread decodes strictly, the flag stays off; the last one restores it
-        forced = bool(ImageFile.LOAD_TRUNCATED_IMAGES or _strict["n"])
-        if forced:
-            if _strict["n"] == 0: _strict["saved"], ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-            _strict["n"] += 1
-    try: im.load()
-    finally:
-        if forced:
-            with _strict_lock:
-                _strict["n"] -= 1
-                if _strict["n"] == 0: ImageFile.LOAD_TRUNCATED_IMAGES = _strict["saved"]
+    "`im.load()`: truncated data is an error unless you set `PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True` (PIL's opt-in, honoured as transformers does)"
+    im.load()
     return im
 
 def load_image(path:str|os.PathLike, # a file PIL can read
@@ -83,7 +76,7 @@ def load_image(path:str|os.PathLike, # a file PIL can read
     except Image.DecompressionBombError as e:
         raise ValueError(f"{name} looks like a decompression bomb ({e}); raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from e
     except Image.UnidentifiedImageError as e: raise ValueError(f"{name} is not an image file PIL can read") from e
-    except (OSError, SyntaxError, ValueError) as e: raise ValueError(f"Cannot decode {name} (truncated or corrupt?): {e}") from e
+    except (OSError, SyntaxError, ValueError) as e: raise ValueError(f"Cannot decode {name} (truncated or corrupt?): {e}{truncated_hint(e)}") from e
     try: return (high_depth_to_8bit(im) if im.mode in HIGH_DEPTH_MODES else im).convert("RGB")   # 16-bit: scaled, not clipped
     except ValueError as e: raise ValueError(f"{name}: {e}") from e
 
@@ -247,7 +240,7 @@ def prepare_image(im,                           # PIL image, (C,H,W)/(H,W,C) arr
     if isinstance(im, Image.Image):
         if im.width == 0 or im.height == 0: raise ValueError(f"Zero-size image: {im.width}x{im.height} (mode {im.mode})")
         try: load_strict(im)
-        except (OSError, SyntaxError) as e: raise ValueError(f"Cannot decode the image (truncated or corrupt?): {e}") from e
+        except (OSError, SyntaxError) as e: raise ValueError(f"Cannot decode the image (truncated or corrupt?): {e}{truncated_hint(e)}") from e
         if im.mode in HIGH_DEPTH_MODES: im = high_depth_to_8bit(im)       # 16-bit and float images: scaled, not clipped
         if do_convert_rgb or (do_convert_rgb is None and im.mode != "RGB"):
             try: im = pil_to_rgb(im)

@@ -6,7 +6,7 @@
 __all__ = ['FB_TO_HF', 'FB_HEADS_TO_HF', 'HF_TO_FB', 'ARCHITECTURES', 'fb_to_hf', 'hf_to_fb', 'unwrap_checkpoint',
            'checkpoint_format', 'checkpoint_facts', 'preset_key', 'config_from_checkpoint',
            'resample_position_embeddings', 'is_hub_id', 'hub_snapshot', 'resolve_checkpoint', 'read_checkpoint',
-           'model_class_for', 'split_overrides', 'override_config', 'load_model', 'imagenet_id2label']
+           'model_class_for', 'split_overrides', 'override_config', 'float_dtype', 'load_model', 'imagenet_id2label']
 
 # %% ../nbs/09_pretrained.ipynb #733b001c
 import inspect, json, math, re
@@ -123,7 +123,7 @@ def checkpoint_facts(sd:dict, # a state dict in transformers' names (any prefix)
     conv,pos = t["embeddings.patch_embeddings.projection.weight"],t["embeddings.position_embeddings"]   # (C, ch, ph, pw), (1, P+N, C)
     distilled = "embeddings.distillation_token" in t
     P = 2 if distilled else 1
-    layers = {int(m[1]) for k in t if (m := re.match(r"encoder\.layer\.(\d+)\.", k))}
+    layers = {int(m[1]) for k in t if (m := re.match(r"encoder\.layer\.(\d+)\.(attention|intermediate|output|layernorm_)", k))}   # a block's own keys
     f = dict(hidden_size=conv.shape[0], num_channels=conv.shape[1], patch_size=tuple(conv.shape[2:]),
              num_hidden_layers=max(layers) + 1 if layers else 0, use_distillation_token=distilled, num_prefix_tokens=P,
              num_positions=pos.shape[1] - P, qkv_bias="encoder.layer.0.attention.attention.query.bias" in t,
@@ -332,8 +332,17 @@ def _disagreements(config:DeiTConfig, f:dict) -> list:
     return out
 
 # %% ../nbs/09_pretrained.ipynb #ba09487b
+def float_dtype(dtype) -> torch.dtype|None:
+    "`dtype` as a floating torch.dtype (a dtype, or its name: 'bfloat16', 'torch.float16'), or None; a clear error otherwise"
+    if dtype is None: return None
+    d = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if not isinstance(d, torch.dtype) or not d.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, its name (e.g. 'bfloat16', 'float16') or 'auto', got {dtype!r}")
+    return d
+
 def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, strict=True, output_loading_info=False, **config_overrides):
     "`from_pretrained` (cls given) and `load_model` (cls None: the saved class)"
+    if dtype != "auto": dtype = float_dtype(dtype)                    # a bad dtype before anything is read
     path = resolve_checkpoint(path_or_id)
     cfg_json, sd, fmt, wf = read_checkpoint(path)
     facts = checkpoint_facts(sd)
@@ -374,7 +383,7 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
         raise ValueError(str(e) + ("\nThe config and the checkpoint disagree: " + "; ".join(hints) if hints else "")) from None
     report.update(format=fmt, resampled_keys=resampled)
     if dtype == "auto": dtype = str(config.extra.get("dtype") or config.extra.get("torch_dtype") or facts["dtype"]).replace("torch.", "")
-    if isinstance(dtype, str): dtype = getattr(torch, dtype)
+    dtype = float_dtype(dtype)
     if dtype is not None: model.to(dtype)
     model.eval()
     return (model, report) if output_loading_info else model

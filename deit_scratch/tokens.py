@@ -15,13 +15,13 @@ from .patch_embedding import DeiTPatchEmbeddings
 # %% ../nbs/02_tokens.ipynb #68f8b58a
 def check_mask(bool_masked_pos:torch.Tensor, # (B, N): True (or 1) where a patch is masked
               ) -> torch.Tensor:
-    "`bool_masked_pos` as a bool tensor; floats (is 0.5 masked?) and integers other than 0/1 are a clear error"
+    "`bool_masked_pos` as a bool tensor; 0/1 integers or floats are accepted (as transformers does), other values (is 0.5 masked?) are a clear error"
     if not isinstance(bool_masked_pos, torch.Tensor): raise TypeError(f"bool_masked_pos must be a torch.Tensor, got {type(bool_masked_pos).__name__}")
     if bool_masked_pos.dtype == torch.bool: return bool_masked_pos
-    if bool_masked_pos.is_floating_point() or bool_masked_pos.is_complex():
-        raise TypeError(f"bool_masked_pos must be boolean (or 0/1 integers), got dtype {bool_masked_pos.dtype}")
+    if bool_masked_pos.is_complex(): raise TypeError(f"bool_masked_pos must be boolean (or 0/1 numbers), got dtype {bool_masked_pos.dtype}")
     if bool_masked_pos.numel() and not bool(((bool_masked_pos == 0) | (bool_masked_pos == 1)).all()):
-        raise ValueError(f"bool_masked_pos must hold only 0 and 1, got values in [{int(bool_masked_pos.min())}, {int(bool_masked_pos.max())}]")
+        lo, hi = bool_masked_pos.min().item(), bool_masked_pos.max().item()
+        raise ValueError(f"bool_masked_pos must hold only 0 and 1 (or be boolean), got values in [{lo:g}, {hi:g}]")
     return bool_masked_pos.bool()
 
 # %% ../nbs/02_tokens.ipynb #f565ee39

@@ -392,17 +392,20 @@ def test_zero_std_is_an_error(std):
     with pytest.raises(ValueError, match="image_std must not hold a 0"): DeiTImageProcessor(image_std=std)
     with pytest.raises(ValueError, match="image_std must not hold a 0"): DeiTImageProcessor()(Image.new("RGB", (8, 8)), image_std=std)
 
-def test_truncated_images_stay_errors_under_load_truncated_images(tmp_path, photo_bytes):
-    "3: another library's PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True does not make a cut file load (one image or a batch on threads)"
+def test_truncated_images_are_errors_that_say_how_to_accept_them(tmp_path, photo_bytes):
+    "3: a cut file is an error naming PIL's opt-in; with PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True (the user's choice) it loads, as in transformers"
     (tmp_path/"cut.jpg").write_bytes(photo_bytes[: len(photo_bytes) // 3]); (tmp_path/"ok.jpg").write_bytes(photo_bytes)
+    batch = [str(tmp_path/"ok.jpg")] * 3 + [str(tmp_path/"cut.jpg")] + [str(tmp_path/"ok.jpg")] * 3
+    with pytest.raises(ValueError, match=r"truncated or corrupt.*set PIL\.ImageFile\.LOAD_TRUNCATED_IMAGES = True"):
+        DeiTImageProcessor()(str(tmp_path/"cut.jpg"))
+    with pytest.raises(ValueError, match="image 3: .*truncated or corrupt"): DeiTImageProcessor(num_workers=4)(batch)
+    with pytest.raises(ValueError, match="truncated or corrupt"): DeiTImageProcessor()(Image.open(tmp_path/"cut.jpg"))
     ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:
-        with pytest.raises(ValueError, match="truncated or corrupt"): DeiTImageProcessor()(str(tmp_path/"cut.jpg"))
-        with pytest.raises(ValueError, match="image 3: .*truncated or corrupt"):
-            DeiTImageProcessor(num_workers=4)([str(tmp_path/"ok.jpg")] * 3 + [str(tmp_path/"cut.jpg")] + [str(tmp_path/"ok.jpg")] * 3)
-        lazy = Image.open(tmp_path/"cut.jpg")                    # a lazily opened PIL image is decoded strictly too
-        with pytest.raises(ValueError, match="truncated or corrupt"): DeiTImageProcessor()(lazy)
-        assert ImageFile.LOAD_TRUNCATED_IMAGES is True           # the caller's setting is back
+        one = DeiTImageProcessor()(str(tmp_path/"cut.jpg"), return_tensors="pt").pixel_values
+        assert one.shape == (1, 3, 224, 224) and torch.isfinite(one).all()
+        assert DeiTImageProcessor(num_workers=4)(batch, return_tensors="pt").pixel_values.shape == (7, 3, 224, 224)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True            # never switched off behind the caller's back
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 @pytest.fixture
@@ -501,8 +504,9 @@ def test_num_labels_zero_with_labels_and_empty_images_are_errors():
     with pytest.raises(ValueError, match=r"has no pixels \(shape \(2, 3, 0, 32\)\)"): clf()(torch.zeros(2, 3, 0, 32))
     with pytest.raises(ValueError, match=r"has no pixels"): clf()(torch.zeros(2, 3, 0, 0), interpolate_pos_encoding=True)
 
-@pytest.mark.parametrize("mask,err", [(lambda m: m.float(), "must be boolean (or 0/1 integers), got dtype torch.float32"),
-                                      (lambda m: m.long() * 3, "must hold only 0 and 1, got values in [0, 3]"),
+@pytest.mark.parametrize("mask,err", [(lambda m: m.float() / 2, "must hold only 0 and 1 (or be boolean), got values in [0, 0.5]"),
+                                      (lambda m: m.long() * 3, "must hold only 0 and 1 (or be boolean), got values in [0, 3]"),
+                                      (lambda m: torch.complex(m.float(), m.float()), "must be boolean (or 0/1 numbers), got dtype torch.complex64"),
                                       (lambda m: m[:, :-1], "must have shape (batch_size, num_patches) = (2, 16), got (2, 15)"),
                                       (lambda m: m.tolist(), "must be a torch.Tensor, got list")])
 def test_bool_masked_pos_is_checked(mask, err):
@@ -512,7 +516,9 @@ def test_bool_masked_pos_is_checked(mask, err):
     m = torch.rand(2, 16, generator=torch.Generator().manual_seed(1)) < 0.5
     with pytest.raises((ValueError, TypeError)) as e: mim(PX, bool_masked_pos=mask(m))
     assert err in str(e.value), str(e.value)
-    with torch.no_grad(): torch.testing.assert_close(mim(PX, bool_masked_pos=m.long()).loss, mim(PX, bool_masked_pos=m).loss)
+    with torch.no_grad():
+        for same in (m.long(), m.float()):          # 0/1 integers and 0/1 floats mean the bool mask (floats: as transformers)
+            torch.testing.assert_close(mim(PX, bool_masked_pos=same).loss, mim(PX, bool_masked_pos=m).loss, rtol=0, atol=0)
 
 def test_predict_runs_in_eval_and_inference_mode_and_restores_the_mode():
     "4: dropout never changes predict's answer; the caller's training mode comes back, also after an error"
@@ -536,3 +542,85 @@ def test_cli_device_without_cuda_is_one_line(tmp_path, command):
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "argument --device: 'cuda' is not available" in r.stderr, r.stderr
+
+
+# ---- a failed save tells the truth ---------------------------------------------------------------------------------
+
+def tree_bytes(d:Path) -> dict:
+    "Every entry under `d` with its bytes (None for a directory): what 'nothing was changed' promises"
+    return {str(p.relative_to(d)): (p.read_bytes() if p.is_file() else None) for p in sorted(d.rglob("*"))}
+
+@pytest.mark.parametrize("victim", ["config.json", PREPROCESSOR_CONFIG, "model.safetensors"])
+def test_a_directory_where_a_file_goes_is_refused_before_anything_changes(old_ckpt, victim):
+    "1, 2: the file in the way is named, the folder's bytes are unchanged, the old checkpoint still loads, and the advice works"
+    d, want, labels = old_ckpt
+    (d/victim).unlink(); (d/victim).mkdir(); (d/victim/"keep.txt").write_text("mine")
+    before = tree_bytes(d)
+    new = tiny(1, labels=("a", "b", "c"))
+    with pytest.raises(F.SaveError) as e: new.save_pretrained(d, image_processor=DeiTImageProcessor(crop_size=32, size=40))
+    msg = str(e.value)
+    assert msg.startswith(f"Could not save into {str(d)!r}: {victim!r} is a directory where the save puts a file; nothing there was changed"), msg
+    assert "[Errno" not in msg and e.value.errno == errno.EISDIR and e.value.committed is False
+    assert tree_bytes(d) == before
+    if victim == PREPROCESSOR_CONFIG:                                        # the previous model still loads, whole
+        got = load_model(d); torch.testing.assert_close(logits(got), want, rtol=0, atol=0); assert got.config.id2label == labels
+    (d/victim/"keep.txt").unlink(); (d/victim).rmdir()                       # the advice: move it out of the way ...
+    new.save_pretrained(d, image_processor=DeiTImageProcessor(crop_size=32, size=40))   # ... and save again
+    torch.testing.assert_close(logits(load_model(d)), logits(new), rtol=0, atol=0)
+
+def test_a_failure_after_the_commit_says_so_and_the_next_load_finishes_it(old_ckpt, monkeypatch):
+    "1, 2: past the journal, the error says committed (never 'nothing was changed'), names the file; fixed, the load completes the new save"
+    d, _, _ = old_ckpt
+    new = tiny(1, labels=("a", "b", "c"))
+    real = os.replace
+    def refuse_config(src, dst):
+        if Path(dst).name == "config.json": raise PermissionError(errno.EACCES, "Permission denied", str(src), None, str(dst))
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", refuse_config)
+    with pytest.raises(F.SaveError) as e: new.save_pretrained(d)
+    msg = str(e.value)
+    assert e.value.committed is True and "nothing there was changed" not in msg and "[Errno" not in msg
+    assert "was committed but not finished ('config.json': Permission denied)" in msg and "load the directory" in msg, msg
+    monkeypatch.setattr(os, "replace", real)                                 # the cause fixed
+    got = load_model(d)                                                      # completes the save: the new model, whole
+    torch.testing.assert_close(logits(got), logits(new), rtol=0, atol=0)
+    assert got.config.id2label == {0: "a", 1: "b", 2: "c"} and F.JOURNAL not in entries(d)
+
+def test_an_interrupted_save_that_cannot_finish_names_the_file_in_the_way(old_ckpt):
+    "2: a committed journal whose target became a directory: the load's advice names it, and following it works"
+    d, _, _ = old_ckpt
+    stage = d/".deit-scratch-tmp-0123456789abcdef"; stage.mkdir(); (stage/"config.json").write_bytes((d/"config.json").read_bytes())
+    (d/F.JOURNAL).write_text(json.dumps({"rename": [[f"{stage.name}/config.json", "config.json"]], "remove": []}))
+    (d/"config.json").unlink(); (d/"config.json").mkdir(); (d/"config.json"/"x").write_text("x")
+    with pytest.raises(ValueError, match=r"cannot be completed \('config.json': .*To complete it, 'config.json' is a directory where the save puts a file: move it out of"):
+        load_model(d)
+    (d/"config.json"/"x").unlink(); (d/"config.json").rmdir()
+    load_model(d); assert entries(d) == ["config.json", "model.safetensors", PREPROCESSOR_CONFIG]
+
+def test_a_bad_dtype_is_named():
+    "3: dtype='bogus' and integer dtypes: a ValueError saying what is expected (transformers: ValueError too)"
+    import tempfile
+    with tempfile.TemporaryDirectory() as t:
+        tiny(0).save_pretrained(t)
+        for bad in ("bogus", torch.int8, "int64", 3):
+            with pytest.raises(ValueError, match=r"dtype must be a floating-point torch.dtype, its name \(e.g. 'bfloat16', 'float16'\) or 'auto', got"):
+                load_model(t, dtype=bad)
+        assert load_model(t, dtype="torch.bfloat16").dtype == torch.bfloat16 and load_model(t, dtype="auto").dtype == torch.float32
+
+def test_a_stray_tensor_is_named_and_ignored_as_transformers_does(tmp_path):
+    "3: a key no DeiT has (in a layer beyond the model's) loads with a warning naming it; a whole extra layer stays an error"
+    m = tiny(0); m.save_pretrained(tmp_path)
+    sd = load_file(str(tmp_path/"model.safetensors"))
+    save_file({**sd, "deit.encoder.layer.7.extra.weight": torch.ones(3)}, str(tmp_path/"model.safetensors"), metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=r"Not used: \['deit\.layers\.7\.extra\.weight'\] is in the checkpoint but no part of"):
+        got = load_model(tmp_path)
+    torch.testing.assert_close(logits(got), logits(m), rtol=0, atol=0)
+    extra = {k.replace("layer.1.", "layer.2."): v.clone() for k, v in sd.items() if ".layer.1." in k}
+    save_file({**sd, **extra}, str(tmp_path/"model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="num_hidden_layers is 3 in the checkpoint, 2 in the config"): load_model(tmp_path)
+
+def test_regression_labels_of_the_wrong_shape_say_regression():
+    "3: a 2-output regression with labels of shape (2,): the regression message, not the multi-label one"
+    reg = ds.DeiTForImageClassification(ds.DeiTConfig(**{**CFG, "num_labels": 2}, problem_type="regression"))
+    with pytest.raises(ValueError, match=r"^regression needs labels of shape \(2, 2\) \(one target per output\), got \(2,\)$"):
+        reg(PX, labels=torch.rand(2))
