@@ -2,8 +2,8 @@
 #   make course   set everything up, then open the course in JupyterLab on nbs/
 #                 (make course HEADLESS=1: execute every notebook, all cells but GPU ones, training included, without
 #                 a browser; make course HEADLESS=1 QUICK=1: the same without the #| slow training cells)
-#   make test     the fast tier (~4 min): nbdev_test on the notebooks + pytest tests/ -m "not slow"
-#   make test-all everything (~6 min): the fast tier + the slow pytest tests (torchrun, inductor, ONNX, real
+#   make test     the fast tier (~2.5 min): nbdev_test on the notebooks + pytest tests/ -m "not slow"
+#   make test-all everything (~5 min): the fast tier + the slow pytest tests (torchrun, inductor, ONNX, real
 #                 training, Chromium, wheels, killed children); what CI runs (.ci/run)
 #   make docs     build the website into _docs/ (Quarto's nbdev_docs where Quarto is installed, else an offline
 #                 nbconvert build of the same pages) and check it: pages, figures, links, and in headless Chromium
