@@ -25,7 +25,7 @@ requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
-extras = {name: shlex.split(cfg.get(f'{name}_requirements') or '') for name in ('dev', 'course', 'triton', 'export')}
+extras = {name: shlex.split(cfg.get(f'{name}_requirements') or '') for name in ('dev', 'course', 'triton', 'export', 'hub')}
 project_urls = {}
 if cfg.get('doc_host'): project_urls["Documentation"] = cfg['doc_host'] + cfg.get('doc_baseurl', '')
 

@@ -252,8 +252,9 @@ def hub_snapshot(repo_id:str) -> Path:
     return path.parent
 
 def resolve_checkpoint(path_or_id) -> Path:
-    "The local path of a path or a hub id"
+    "The local path of a path or a hub id; a training run's folder means the model in it (`model/`, as `deit-scratch train` writes)"
     p = Path(path_or_id).expanduser()
+    if p.is_dir() and not (p/"config.json").exists() and (p/"model"/"config.json").is_file(): return p/"model"
     if p.exists(): return p
     if is_hub_id(path_or_id): return hub_snapshot(str(path_or_id))
     raise FileNotFoundError(f"{path_or_id} does not exist (and is not a hub id such as 'facebook/deit-tiny-distilled-patch16-224')")
@@ -316,6 +317,7 @@ def override_config(config:DeiTConfig,            # the checkpoint's config
     d = config.to_dict()
     new_head = "num_labels" in overrides and overrides["num_labels"] != config.num_labels
     if "num_labels" in overrides and "id2label" not in overrides: d.pop("id2label"); d.pop("label2id")   # names of the old classes
+    if "id2label" in overrides and "label2id" not in overrides: d.pop("label2id", None)   # derived from the new names, never stale
     if attn_implementation is not None: overrides = {**overrides, "attn_implementation": attn_implementation}
     return DeiTConfig.from_dict(d, **overrides), new_head
 

@@ -173,6 +173,7 @@ class TrainConfig:
     num_workers:int=0              # DataLoader worker processes
     eval_batch_size:int=512        # batch size of evaluation
     progress:bool=True             # progress bars
+    log:bool|None=None             # a line of metrics per epoch (None: when there are progress bars)
 
     def to_dict(self) -> dict: return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
@@ -344,7 +345,7 @@ def fit(self:Trainer, epochs:int|None=None, # train up to this epoch (default: c
             if self.ema is not None: row.update({f"ema_{k}": v for k, v in _evaluate(self, self.ema.module).items()})
         self.epoch += 1
         self.history.append(row)
-        if self.cfg.progress and self.is_main: print(format_row(row), flush=True)
+        if (self.cfg.progress if self.cfg.log is None else self.cfg.log) and self.is_main: print(format_row(row), flush=True)
         if self.output_dir is not None: self.save()
     return self.history
 
@@ -370,7 +371,7 @@ def state_dict(self:Trainer) -> dict:
 def load_state_dict(self:Trainer, sd:dict):
     "Continue from `state_dict()`'s result (generators included)"
     mine, theirs = self.cfg.to_dict(), dict(sd["config"])
-    diff = {k: (theirs.get(k), v) for k, v in mine.items() if k not in ("progress", "num_workers") and theirs.get(k) != v}
+    diff = {k: (theirs.get(k), v) for k, v in mine.items() if k not in ("progress", "log", "num_workers") and theirs.get(k) != v}
     if diff: raise ValueError("the checkpoint was written with another configuration: "
                               + ", ".join(f"{k}={a!r} in the checkpoint, {b!r} now" for k, (a, b) in diff.items()))
     self.model.load_state_dict(sd["model"]); self.opt.load_state_dict(sd["optimizer"]); self.sched.load_state_dict(sd["scheduler"])
@@ -406,14 +407,16 @@ def plot_history(history:list,         # `Trainer.history`: one dict per epoch
                  title:str|None=None):
     "Loss and accuracy per epoch: training, validation and (if any) EMA, every head"
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     ep = [r["epoch"] for r in history]
+    name = lambda k: k.replace("_loss", "").replace("_acc", "").replace("_", " ")   # one naming in both panels: "valid cls"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
     for k in ("train_loss", "valid_loss", "ema_loss"):
-        if k in history[0]: a1.plot(ep, [r[k] for r in history], marker=".", label=k.replace("_loss", ""))
+        if k in history[0]: a1.plot(ep, [r[k] for r in history], marker=".", label=name(k))
     for k in history[0]:
-        if "_acc" in k: a2.plot(ep, [r[k] for r in history], marker=".", label=k.replace("_acc", "").replace("valid_", ""))
+        if "_acc" in k: a2.plot(ep, [r[k] for r in history], marker=".", label=name(k))
     a1.set(xlabel="epoch", ylabel="loss"); a2.set(xlabel="epoch", ylabel="accuracy")
-    for a in (a1, a2): a.legend(fontsize=8); a.grid(alpha=0.3)
+    for a in (a1, a2): a.legend(fontsize=8); a.grid(alpha=0.3); a.xaxis.set_major_locator(MaxNLocator(integer=True))   # whole epochs
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -130,8 +130,26 @@ def bad_files(work, ckpt):
 # ---------------------------------------------------------------- the installed script and python -m
 def test_console_script_is_declared():
     eps = importlib.metadata.entry_points(group="console_scripts", name="deit-scratch")
-    assert [e.value for e in eps] == ["deit_scratch.export:main"], list(eps)
-    assert "console_scripts = deit-scratch=deit_scratch.export:main" in (ROOT / "settings.ini").read_text()
+    assert [e.value for e in eps] == ["deit_scratch.cli:main"], list(eps)
+    assert "console_scripts = deit-scratch=deit_scratch.cli:main" in (ROOT / "settings.ini").read_text()
+
+@pytest.mark.slow
+def test_one_cli_everywhere():
+    "deit-scratch, python -m deit_scratch.cli and python -m deit_scratch.launch (torchrun's) list the same four commands"
+    import re
+    outs = [subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=ENV, timeout=120)
+            for cmd in ([str(SCRIPT)], [sys.executable, "-m", "deit_scratch.cli"], [sys.executable, "-m", "deit_scratch.launch"])]
+    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
+    listed = [re.findall(r"^    (\w+)\s", o.stdout, re.M) for o in outs]
+    assert listed[0] == listed[1] == listed[2] == ["predict", "convert", "train", "export"], listed
+    assert "train students" in outs[0].stdout and outs[0].stdout == outs[1].stdout
+
+def test_predict_imports_neither_training_launch_nor_onnx():
+    "the command table is lazy: --help and predict's parser import no command module they do not need"
+    code = ("import sys; from deit_scratch.cli import main; main(['--help'])\n"
+            "print(sorted(m for m in sys.modules if m in ('deit_scratch.launch', 'deit_scratch.export', 'onnx', 'onnxruntime')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
 
 def test_script_predict_json_matches_library(ckpt, images, photo_paths):
     "Real photos and written images through the installed script: --json parses and equals predict() exactly"

@@ -81,6 +81,12 @@ def test_cli_export_and_predict_end_to_end(tmp_path, capsys):
         doc = __import__("json").loads(capsys.readouterr().out)
         assert doc["model_class"] == "ExportedModel" and len(doc["results"][0]["predictions"]) == 2
         assert doc["results"][0]["predictions"][0]["label"] in {"cat", "dog", "fish", "bird", "ship"}
+        # bf16 cannot apply to an exported graph: refused in one line; auto runs it in its own precision
+        assert main(["predict", str(sample_photo_path()), "--model", str(out), "--precision", "bf16"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--precision bf16 needs a PyTorch model" in err and "exported graph" in err, err
+        assert main(["predict", str(sample_photo_path()), "--model", str(out), "--precision", "auto", "--json"]) == 0
+        assert __import__("json").loads(capsys.readouterr().out)["precision"] == "fp32"
 
 def test_cli_export_errors(tmp_path, capsys):
     DeiTForImageClassification(small_config()).save_pretrained(tmp_path/"ckpt")

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from deit_scratch.config import DeiTConfig
+from deit_scratch.config import DeiTConfig, PRESETS
 from deit_scratch.heads import DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 from deit_scratch.launch import main, student_from, run_settings, check_output
 from deit_scratch.pretrained import hf_to_fb, load_model
@@ -203,6 +203,7 @@ def test_train_predict_and_transformers_reads_it(tmp_path, capsys, photos, ckpt,
         assert [r["epoch"] for r in rows] == [1, 2]
         cfg = json.loads((out/"model"/"config.json").read_text())
         assert cfg["id2label"] == {"0": "apple", "1": "banana", "2": "cherry"} and cfg["image_size"] == 48
+        assert cfg["label2id"] == {"apple": 0, "banana": 1, "cherry": 2}              # not the checkpoint's old names
         assert cfg["architectures"] == ["DeiTForImageClassificationWithTeacher" if kind == "teacher" else "DeiTForImageClassification"]
         assert json.loads((out/"model"/"preprocessor_config.json").read_text())["crop_size"] == {"height": 48, "width": 48}
         val = json.loads((out/"split.json").read_text())["val"]
@@ -331,3 +332,50 @@ def test_run_settings_ignore_where_and_how(tmp_path):
                            num_workers=0, stop_after=None, command="train")
     assert run_settings(a) == {"data": "d", "epochs": 2, "model": "m"}
     with pytest.raises(ValueError, match="holds no run"): check_output(tmp_path, {}, resume=True, force=False)
+
+
+# ---------------------------------------------------------------- presets, run folders, label maps (issue 22)
+def inverse_maps(cfg:dict) -> bool:
+    "id2label and label2id of a config.json are exact inverses"
+    return cfg["label2id"] == {v: int(k) for k, v in cfg["id2label"].items()} and len(cfg["label2id"]) == len(cfg["id2label"])
+
+def test_label_maps_stay_inverse_after_a_head_change(tmp_path, ckpt):
+    "student_from (checkpoint or preset) and from_pretrained with new classes: label2id follows id2label"
+    names = {0: "apple", 1: "banana", 2: "cherry"}
+    for ref in (str(_hf(tmp_path, ckpt)), "deit_tiny_distilled_patch16_224", "fashion-student"):
+        m, _ = student_from(ref, names, image_size=32)
+        assert m.config.label2id == {"apple": 0, "banana": 1, "cherry": 2} and m.config.num_labels == 3, ref
+    m = DeiTForImageClassificationWithTeacher.from_pretrained(_hf(tmp_path, ckpt), num_labels=3, id2label=names)
+    m.save_pretrained(tmp_path/"three")
+    assert inverse_maps(json.loads((tmp_path/"three"/"config.json").read_text()))
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [None, *PRESETS], ids=lambda p: p or "default")
+def test_train_from_a_preset_on_a_class_folder(tmp_path, capsys, photos, preset):
+    "deit-scratch train DATA --output OUT, with no --model and with every preset: trains; OUT loads as a model"
+    out = tmp_path/"run"
+    more = ["--model", preset] if preset else []
+    code, o, e = cli(capsys, *train_args(photos, out, "--image-size", 32, "--epochs", 1, "--batch-size", 12, *more))
+    assert code == 0, e
+    cfg = json.loads((out/"model"/"config.json").read_text())
+    assert cfg["id2label"] == {"0": "apple", "1": "banana", "2": "cherry"} and inverse_maps(cfg), cfg
+    assert f"preset {preset or 'deit_tiny_distilled_patch16_224'}" in o, o
+    code, o, e = cli(capsys, "predict", photos/"banana"/"00.png", "--model", out, "--json")   # the run folder itself
+    assert code == 0, e
+    assert {p["label"] for p in json.loads(o)["results"][0]["predictions"]} == set(CLASSES)
+
+@pytest.mark.slow
+def test_a_run_folder_is_a_teacher_and_exports_with_inverse_label_maps(tmp_path, capsys, photos):
+    "train --teacher RUN_DIR and export RUN_DIR: a run folder means its model/; the exported config keeps the label maps inverse"
+    teacher, student = tmp_path/"teacher", tmp_path/"student"
+    assert cli(capsys, *train_args(photos, teacher, "--image-size", 32, "--epochs", 1))[0] == 0
+    code, o, e = cli(capsys, *train_args(photos, student, "--image-size", 32, "--epochs", 1, "--teacher", teacher))
+    assert code == 0, e
+    assert f"teacher: {teacher}" in o, o
+    from deit_scratch.export import main as export_main
+    pytest.importorskip("onnxscript")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert export_main(["export", str(student), str(tmp_path/"served"/"model.onnx")]) == 0
+    assert inverse_maps(json.loads((tmp_path/"served"/"config.json").read_text()))

@@ -103,13 +103,17 @@ def test_wheel_requirements(wheel):
     assert runtime == RUNTIME, f"runtime requirements: {sorted(runtime)}"
     extras = {_requirement_name(r) for r in reqs if is_extra(r)}
     assert "transformers" in extras and "transformers" not in runtime
+    hub = [r for r in reqs if _requirement_name(r) == "huggingface_hub"]
+    assert any(re.search(r"extra\s*==\s*['\"]hub['\"]", r) for r in hub), hub          # pip install deit-scratch[hub]
+    torch_req = next(r for r in reqs if _requirement_name(r) == "torch")
+    assert ">=2.5" in torch_req, torch_req                                                 # torch.export.Dim (notebook 16)
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("wheel")
 def test_console_script_declared(wheel):
     with zipfile.ZipFile(wheel) as z:
         eps = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
-    assert "deit-scratch = deit_scratch.export:main" in eps, eps
+    assert "deit-scratch = deit_scratch.cli:main" in eps, eps
 
 def test_readme_generated_from_index():
     r = subprocess.run([sys.executable, str(ROOT/"tools"/"make_readme.py"), "--check"], capture_output=True, text=True)
