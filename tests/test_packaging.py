@@ -103,7 +103,7 @@ def test_wheel_requirements(wheel):
     assert runtime == RUNTIME, f"runtime requirements: {sorted(runtime)}"
     extras = {_requirement_name(r) for r in reqs if is_extra(r)}
     assert "transformers" in extras and "transformers" not in runtime
-    hub = [r for r in reqs if _requirement_name(r) == "huggingface_hub"]
+    hub = [r for r in reqs if _requirement_name(r) in ("huggingface_hub", "huggingface-hub")]
     assert any(re.search(r"extra\s*==\s*['\"]hub['\"]", r) for r in hub), hub          # pip install deit-scratch[hub]
     torch_req = next(r for r in reqs if _requirement_name(r) == "torch")
     assert ">=2.5" in torch_req, torch_req                                                 # torch.export.Dim (notebook 16)
