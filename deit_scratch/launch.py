@@ -298,7 +298,9 @@ def add_train_parser(sub):
     t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="bf16 autocast: auto = where the hardware computes bf16 natively")
     t.add_argument("--num-workers", type=int, default=0, metavar="N", help="DataLoader worker processes per training process (default: 0)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (the metrics of each epoch are still printed)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the student (opt-in: about a minute to start; see benchmarks/RESULTS.md for when it pays)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the student (default: when the run has 300 steps or more and a C++ compiler is there; "
+                        "it costs seconds to start and saves ~30%% per step, benchmarks/RESULTS.md)")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     g.add_argument("-f", "--force", action="store_true", help="replace the run in DIR")
