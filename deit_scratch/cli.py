@@ -160,7 +160,7 @@ def add_predict_parser(sub):
     pr.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="images per forward pass (default: 32)")
     pr.add_argument("--device", type=device_arg, default="cpu", help="torch device to run on, e.g. cuda (default: cpu)")
     pr.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                    help="fp32 (default); bf16 autocast; or auto: bf16 only where the hardware computes it natively (AVX512-BF16 or AMX CPUs, recent GPUs)")
+                    help="fp32 (default); bf16 (the weights converted); or auto: bf16 only where the hardware computes it natively (AVX512-BF16 or AMX CPUs, recent GPUs); with --compile, the fastest path on such CPUs")
     pr.add_argument("--compile", action="store_true", help="torch.compile the model first, its weights frozen into the graph (opt-in: half a minute once; pays for many images, see benchmarks/RESULTS.md)")
 
 def add_convert_parser(sub):
@@ -206,22 +206,22 @@ def run_predict(args:argparse.Namespace,
     args.model = check_model_ref(args.model) if Path(args.model).is_dir() else args.model   # a run folder: its model/
     load = load or (lambda ref, config: load_model(check_model_ref(ref), config=resolve_config(config)))
     model = load(args.model, args.config).to(args.device).eval()
-    if args.compile: compile_model(model, freeze=True)                    # opt-in (notebook 06); a warning where it cannot work
     amp = precision_dtype(args.precision, args.device)                    # (exported graphs: refused before, notebook 16)
+    if amp is not None: model = model.to(amp)    # bf16 weights: faster than autocast, which converts every weight at every call
+    if args.compile: compile_model(model, freeze=True)                    # opt-in (notebook 06); a warning where it cannot work
     processor, how = resolve_processor(args.model, model.config, args.processor)
     results = []
     for s in range(0, len(args.images), args.batch_size):
         paths = args.images[s:s + args.batch_size]
         ims = [load_image(p) for p in paths]                                   # RGB
         if model.config.num_channels == 1: ims = [im.convert("L") for im in ims]  # a grayscale model (e.g. Fashion-MNIST's)
-        with torch.autocast(torch.device(args.device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            results += predict(model, processor, ims, top_k=args.top_k, batch_size=args.batch_size)
+        results += predict(model, processor, ims, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         doc = {"model": args.model, "model_class": type(model).__name__, "preprocessing": how, "precision": "bf16" if amp else "fp32",
                "results": [{"image": im, "predictions": [p._asdict() for p in preds]} for im, preds in zip(args.images, results)]}
         print(json.dumps(doc, indent=2, ensure_ascii=False))
         return EXIT_OK
-    print(f"model: {args.model} ({_model_summary(model)}{', bf16 autocast' if amp else ''})\npreprocessing: {how}")
+    print(f"model: {args.model} ({_model_summary(model)}{', bf16 weights' if amp else ''})\npreprocessing: {how}")
     for im, preds in zip(args.images, results):
         print(f"\n{im}")
         for r, p in enumerate(preds, 1): print(f"  {r:>2}. {p.prob:7.2%}  {p.label}  [{p.label_id}]")
