@@ -55,6 +55,26 @@ CONFIGS = {   # name: settings (the first is today's default)
     "sdpa fp32 b128": dict(batch=128),
 }
 
+def make_teacher_step(bf16=False, compile=False, fused=True, batch=64):
+    "One training step of notebook 13's ConvNet teacher"
+    from deit_scratch.training import ConvNet
+    torch.manual_seed(0)
+    m = ConvNet().train()
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3, fused=fused or None)
+    loss_fn, net = LabelLoss(0.1), (torch.compile(m) if compile else m)
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    def step():
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = loss_fn(x, net(x), y)
+        opt.zero_grad(set_to_none=True); loss.backward()
+        nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=fused or None); opt.step(); loss.item()
+    return step
+
+TEACHER_CONFIGS = {"teacher: fp32 b64, AdamW for-loop": dict(fused=False), "teacher: fp32 fused": dict(),
+                   "teacher: bf16 autocast, for-loop (the default before on native-bf16 CPUs)": dict(bf16=True, fused=False),
+                   "teacher: bf16 fused": dict(bf16=True), "teacher: fp32 compiled": dict(compile=True),
+                   "teacher: bf16 compiled (the default now, runs >= 300 steps)": dict(bf16=True, compile=True)}
+
 def gemm_rates(shapes=((1600, 96, 384), (1600, 384, 96), (1600, 96, 288)), n=100) -> list:
     "GFLOP/s of `a @ b` in fp32 and bf16 at the step's own shapes (batch 32 x 50 tokens = 1600 rows)"
     out = []
@@ -109,6 +129,7 @@ if __name__ == "__main__":
         raise SystemExit(0)
     print(machine(), f"| {a.threads} threads", flush=True)
     steps = {k: (make_step(**v), v.get("batch", 32)) for k, v in CONFIGS.items()}
+    steps.update({k: (make_teacher_step(**v), 64) for k, v in TEACHER_CONFIGS.items()})
     compile_s = {}
     for k, (s, _) in steps.items():
         t0 = time.perf_counter(); [s() for _ in range(3)]; compile_s[k] = time.perf_counter() - t0
@@ -117,9 +138,10 @@ if __name__ == "__main__":
         for k, (s, b) in steps.items():
             n = max(3, 320 // b)
             t0 = time.perf_counter(); [s() for _ in range(n)]; res[k].append(n * b / (time.perf_counter() - t0))
-    base = statistics.median(res[next(iter(res))])
-    rows = [{"config": k, "images_per_s": statistics.median(v), "ratio": statistics.median(v) / base, "warmup_s": compile_s[k],
-             "rounds": v} for k, v in res.items()]
+    base = statistics.median(res[next(iter(res))])                 # students against the student's old default,
+    tbase = statistics.median(res[next(iter(TEACHER_CONFIGS))])    # teachers against the teacher's
+    rows = [{"config": k, "images_per_s": statistics.median(v), "ratio": statistics.median(v) / (tbase if k in TEACHER_CONFIGS else base),
+             "warmup_s": compile_s[k], "rounds": v} for k, v in res.items()]
     for r in rows: print(f"{r['config']:42s} {r['images_per_s']:6.0f} img/s  x{r['ratio']:.2f}  (first 3 steps {r['warmup_s']:.1f} s)")
     gem = gemm_rates()
     for g in gem: print(f"GEMM {g['shape']}: fp32 {g['fp32_gflops']:.0f} GFLOP/s, bf16 {g['bf16_gflops']:.0f} GFLOP/s")
