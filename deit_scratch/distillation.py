@@ -16,7 +16,7 @@ from .training import TrainConfig, Trainer, head_logits
 from .files import read_json
 
 # %% ../nbs/14_distillation.ipynb #e600c612
-DISTILLATION_TYPES = ("none", "soft", "hard")
+DISTILLATION_TYPES = ("none", "soft", "hard", "two-cls")   # two-cls: the control, no teacher (see below)
 
 def teacher_logits(out) -> torch.Tensor:
     "A teacher's logits from whatever it returns: a tensor, an output with `.logits`, or a tuple (first element)"
@@ -29,13 +29,13 @@ class DistillationLoss(nn.Module):
     "facebookresearch/deit's distillation loss: `(1 - alpha) * base + alpha * (soft KL or hard CE against the teacher)`"
     def __init__(self, base_criterion,             # `(cls_logits, targets) -> loss`, e.g. `F.cross_entropy`
                  teacher=None,                     # a module or callable returning logits; None only with 'none'
-                 distillation_type:str="none",     # "none", "soft" or "hard"
+                 distillation_type:str="none",     # "none", "soft", "hard", or "two-cls" (both tokens learn the labels)
                  alpha:float=0.5,                  # weight of the distillation term
                  tau:float=1.0):                   # temperature of the soft loss
         super().__init__()
         if distillation_type not in DISTILLATION_TYPES:
             raise ValueError(f"distillation_type must be one of {DISTILLATION_TYPES}, got {distillation_type!r}")
-        if distillation_type != "none" and teacher is None: raise ValueError(f"distillation_type={distillation_type!r} needs a teacher")
+        if distillation_type in ("soft", "hard") and teacher is None: raise ValueError(f"distillation_type={distillation_type!r} needs a teacher")
         if not 0 <= alpha <= 1: raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if tau <= 0: raise ValueError(f"tau must be positive, got {tau}")
         self.base_criterion, self.teacher = base_criterion, teacher
@@ -51,6 +51,8 @@ class DistillationLoss(nn.Module):
         if "distillation" not in heads:
             raise ValueError("distillation needs the distillation token's logits: train a DeiTForImageClassificationWithTeacher "
                              "(or pass a (cls_logits, distillation_logits) tuple)")
+        if self.distillation_type == "two-cls":       # the paper's control: a second class token, no teacher
+            return base * (1 - self.alpha) + self.base_criterion(heads["distillation"], labels) * self.alpha
         dist = heads["distillation"].float()
         with torch.no_grad(): t = teacher_logits(self.teacher(inputs)).float()
         if t.shape != dist.shape:
@@ -121,7 +123,7 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
           train_ds,                        # dataset of (image, label)
           valid_ds=None,                   # dataset evaluated after each epoch
           teacher=None,                    # module, callable, `Teacher` or checkpoint path
-          distillation_type:str|None=None, # "none", "soft", "hard" (default: "hard" with a teacher, else "none")
+          distillation_type:str|None=None, # "none", "soft", "hard", "two-cls" (default: "hard" with a teacher, else "none")
           alpha:float=0.5,                 # weight of the distillation term
           tau:float=1.0,                   # soft-distillation temperature
           output_dir=None,                 # checkpoints, model/ (transformers format) and metrics.jsonl go here
@@ -138,15 +140,16 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
     base = lambda logits, targets: (F.cross_entropy(logits.float(), targets) if targets.is_floating_point()
                                     else F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing))
     loss_fn = DistillationLoss(base, teacher, distillation_type, alpha, tau)
+    if distillation_type == "two-cls" and teacher is not None: raise ValueError("distillation_type='two-cls' is the control without a teacher: pass teacher=None")
     if distillation_type != "none":
         x0 = train_ds[0][0][None].to(next(model.parameters()).device)
         was = model.training; model.eval()
-        with torch.no_grad(): probe_s, probe_t = head_logits(model(x0)), teacher(x0)
+        with torch.no_grad(): probe_s, probe_t = head_logits(model(x0)), (teacher(x0) if teacher is not None else None)
         model.train(was)
         if "distillation" not in probe_s:
             raise ValueError(f"distillation_type={distillation_type!r} needs a student with a distillation token and head "
                              f"(DeiTForImageClassificationWithTeacher), got {type(model).__name__}")
-        if probe_t.shape[-1] != probe_s["distillation"].shape[-1]:
+        if probe_t is not None and probe_t.shape[-1] != probe_s["distillation"].shape[-1]:
             raise ValueError(f"the teacher has {probe_t.shape[-1]} classes but the student has {probe_s['distillation'].shape[-1]}")
     trainer = Trainer(model, train_ds, valid_ds, cfg, loss_fn=loss_fn, output_dir=output_dir, image_processor=image_processor, compile=compile)
     if resume: trainer.resume()

@@ -278,7 +278,7 @@ def add_train_parser(sub):
                    "(e.g. deit_small_distilled_patch16_224) or a config.json")
     t.add_argument("--teacher", metavar="CHECKPOINT", help="the teacher: a DeiT checkpoint, a ConvNet directory (notebook 13), or the "
                    "output folder of an earlier deit-scratch train (its model/); it must have DATA's classes")
-    t.add_argument("--distillation", choices=DISTILLATION_TYPES, help="how the distillation head learns (default: hard with a teacher, none without)")
+    t.add_argument("--distillation", choices=DISTILLATION_TYPES, help="how the distillation head learns (default: hard with a teacher, none without; two-cls: no teacher, both tokens learn the labels, the paper's control)")
     t.add_argument("--alpha", type=_fraction, default=0.5, help="weight of the distillation term (default: 0.5)")
     t.add_argument("--tau", type=_positive_float, default=1.0, help="soft-distillation temperature (default: 1.0)")
     t.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="length of the schedule (default: 10)")
@@ -382,8 +382,9 @@ def _run_train(args, device) -> int:
     args.model = args.model or (FASHION_PRESET if args.data == "fashion-mnist" else "deit_tiny_distilled_patch16_224")
     out, settings = Path(args.output), run_settings(args)
     action = check_output(out, settings, args.resume, args.force)
-    if args.distillation not in (None, "none") and not args.teacher: raise ValueError(f"--distillation {args.distillation} needs a --teacher")
-    distilled = bool(args.teacher) and args.distillation != "none"
+    if args.distillation in ("soft", "hard") and not args.teacher: raise ValueError(f"--distillation {args.distillation} needs a --teacher")
+    if args.distillation == "two-cls" and args.teacher: raise ValueError("--distillation two-cls is the control without a teacher: drop --teacher")
+    distilled = (bool(args.teacher) and args.distillation != "none") or args.distillation == "two-cls"   # a second token and head
     torch.manual_seed(args.seed)                                         # the new heads' (or a preset's) initial weights
     # the classes first (they size the heads), then the student, then the data fitted to it
     classes = FASHION_MNIST_CLASSES if args.data == "fashion-mnist" else class_folder(args.data).classes

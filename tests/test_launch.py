@@ -380,3 +380,11 @@ def test_a_run_folder_is_a_teacher_and_exports_with_inverse_label_maps(tmp_path,
         warnings.simplefilter("ignore")
         assert export_main(["export", str(student), str(tmp_path/"served"/"model.onnx")]) == 0
     assert inverse_maps(json.loads((tmp_path/"served"/"config.json").read_text()))
+
+def test_two_cls_control_through_the_cli(tmp_path, capsys, photos, teacher3):
+    "train --distillation two-cls: a second class token and head, no teacher; with --teacher it is refused"
+    code, o, e = cli(capsys, *train_args(photos, tmp_path/"two", "--image-size", 32, "--epochs", 1, "--distillation", "two-cls"))
+    assert code == 0, e
+    assert json.loads((tmp_path/"two"/"model"/"config.json").read_text())["architectures"] == ["DeiTForImageClassificationWithTeacher"]
+    code, o, e = cli(capsys, *train_args(photos, tmp_path/"x", "--distillation", "two-cls", "--teacher", teacher3))
+    assert code == 1 and "control without a teacher" in e, e

@@ -308,3 +308,18 @@ def test_native_bf16_reads_the_cpu_flags():
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
     assert native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_bf16"})
     assert native_bf16("meta") is False
+
+def test_two_cls_control_trains_both_tokens_on_the_labels():
+    "two-cls (the paper's control): (1 - alpha) CE(cls, y) + alpha CE(dist, y), no teacher; both heads learn; a teacher is refused"
+    g = torch.Generator().manual_seed(0)
+    cls_l, dist_l, y = torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g), torch.tensor([1, 2, 3, 4])
+    loss = DistillationLoss(F.cross_entropy, None, "two-cls")(None, (cls_l, dist_l), y)
+    torch.testing.assert_close(loss, F.cross_entropy(cls_l, y) * 0.5 + F.cross_entropy(dist_l, y) * 0.5, rtol=0, atol=0)   # same operations
+    tr = train(DeiTForImageClassificationWithTeacher(_tiny_cfg()), _synthetic(64), distillation_type="two-cls", epochs=1, batch_size=32,
+               progress=False, bf16=False)
+    assert not [n for n in tr.frozen if "classifier" in n], tr.frozen          # "none" would freeze the distillation head
+    with pytest.raises(ValueError, match="control without a teacher"):
+        train(DeiTForImageClassificationWithTeacher(_tiny_cfg()), _synthetic(64), teacher=ConvNet(widths=(4, 4, 4)),
+              distillation_type="two-cls", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="needs a student with a distillation token"):
+        train(DeiTForImageClassification(_tiny_cfg()), _synthetic(64), distillation_type="two-cls", epochs=1, progress=False)
