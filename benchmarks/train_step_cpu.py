@@ -27,12 +27,10 @@ def machine() -> str:
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             f"native bf16 {native_bf16('cpu')}")
 
-def make_step(attn="sdpa", bf16=False, compile=False, batch=32, fused=False):
-    "One training step of the course student, as a function of nothing"
-    torch.manual_seed(0)
-    m = init_for_training(DeiTForImageClassification(fashion_student_config(attn_implementation=attn))).train()
-    opt = torch.optim.AdamW(m.parameters(), lr=7e-4, weight_decay=0.05, fused=fused or None)
-    ema = AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(0.995), use_buffers=True)
+def step_of(m:nn.Module, lr:float, bf16=False, compile=False, batch=32, fused=False, ema_decay=None, **opt_kw):
+    "One training step of `m` on a random batch of 28 px gray images, as the Trainer takes it, as a function of nothing"
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, fused=fused or None, **opt_kw)
+    ema = AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
     loss_fn, net = LabelLoss(0.1), (torch.compile(m) if compile else m)
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
     def step():
@@ -40,8 +38,15 @@ def make_step(attn="sdpa", bf16=False, compile=False, batch=32, fused=False):
             loss = loss_fn(x, net(x), y)
         opt.zero_grad(set_to_none=True); loss.backward()
         nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=fused or None)
-        opt.step(); ema.update_parameters(m); loss.item()
+        opt.step(); loss.item()
+        if ema is not None: ema.update_parameters(m)
     return step
+
+def make_step(attn="sdpa", **kw):
+    "The course student's step (its recipe: lr 7e-4, weight decay 0.05, EMA 0.995)"
+    torch.manual_seed(0)
+    m = init_for_training(DeiTForImageClassification(fashion_student_config(attn_implementation=attn))).train()
+    return step_of(m, 7e-4, ema_decay=0.995, weight_decay=0.05, **kw)
 
 CONFIGS = {   # name: settings (the first is today's default)
     "today: sdpa fp32 b32": dict(),
@@ -55,20 +60,11 @@ CONFIGS = {   # name: settings (the first is today's default)
     "sdpa fp32 b128": dict(batch=128),
 }
 
-def make_teacher_step(bf16=False, compile=False, fused=True, batch=64):
-    "One training step of notebook 13's ConvNet teacher"
+def make_teacher_step(fused=True, batch=64, **kw):
+    "One training step of notebook 13's ConvNet teacher (its recipe: lr 2e-3, no EMA)"
     from deit_scratch.training import ConvNet
     torch.manual_seed(0)
-    m = ConvNet().train()
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-3, fused=fused or None)
-    loss_fn, net = LabelLoss(0.1), (torch.compile(m) if compile else m)
-    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    def step():
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = loss_fn(x, net(x), y)
-        opt.zero_grad(set_to_none=True); loss.backward()
-        nn.utils.clip_grad_norm_(m.parameters(), 1.0, foreach=fused or None); opt.step(); loss.item()
-    return step
+    return step_of(ConvNet().train(), 2e-3, fused=fused, batch=batch, **kw)
 
 TEACHER_CONFIGS = {"teacher: fp32 b64, AdamW for-loop": dict(fused=False), "teacher: fp32 fused": dict(),
                    "teacher: bf16 autocast, for-loop (the default before on native-bf16 CPUs)": dict(bf16=True, fused=False),
