@@ -12,7 +12,7 @@ run, and prints the Markdown table (mean ± sample std over seeds) that benchmar
 Runs execute in `--workers` processes of one thread each (on 2 cores, two one-thread runs side by side get more done
 than one two-thread run: these matrices are small).
 """
-import argparse, json, os, platform, time
+import argparse, json, multiprocessing, os, platform, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -89,7 +89,9 @@ def main():
         teacher = run_one({**base, "kind": "teacher", "seed": 0, "threads": os.cpu_count()})
     print(f"teacher: {teacher['acc']:.4f}", flush=True)
     jobs = [{**base, "kind": k, "seed": s} for s in a.seeds for k in a.kinds]
-    with ProcessPoolExecutor(a.workers) as ex: runs = list(ex.map(run_one, jobs))
+    # spawn, not fork: the teacher was trained in this process (torch's thread pools, inductor's compile workers), and a
+    # forked child can inherit one of their locks held and wait forever
+    with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as ex: runs = list(ex.map(run_one, jobs))
     from deit_scratch.training import STUDENT_RECIPE
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "wall_s": time.perf_counter() - t0,
            "budget": {"train_images": a.n, "student_epochs": a.epochs, "teacher_epochs": a.teacher_epochs, "student_recipe": STUDENT_RECIPE,

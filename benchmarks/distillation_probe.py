@@ -8,7 +8,7 @@ side, one thread each. Each epoch's accuracy is measured on 2,000 test images (t
 
     .venv/bin/python benchmarks/distillation_probe.py --epochs 40           # ~25 min on 2 cores with AMX
 """
-import argparse, json, os, time
+import argparse, json, multiprocessing, os, time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -53,7 +53,9 @@ if __name__ == "__main__":
     teacher_acc = evaluate(load_convnet(td), fashion_mnist("test", transform=eval_transform()))["acc_logits"]
     print(f"teacher {teacher_acc:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     jobs = [dict(method=m, seed=a.seed, n=a.n, epochs=a.epochs, teacher_dir=str(td)) for m in a.methods]
-    with ProcessPoolExecutor(len(jobs)) as ex: runs = list(ex.map(student, jobs))
+    # spawn, not fork: this process has run torch (thread pools, inductor's compile workers) while training the teacher,
+    # and a forked child can inherit one of their locks held, and wait on it forever (it happened: 25 min asleep)
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as ex: runs = list(ex.map(student, jobs))
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     doc = {"machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}",
            "date": time.strftime("%Y-%m-%d"), "train_images": a.n, "teacher_recipe": TEACHER_RECIPE, "teacher_test_acc": teacher_acc,
