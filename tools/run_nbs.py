@@ -34,6 +34,8 @@ def compact_streams(nb):
 
 def run(path:Path, skip:set) -> float:
     nb = read_nb(path)
+    for c in nb.cells:             # execnb leaves a cell's old outputs in place when its new run prints nothing
+        if c.cell_type == "code" and not (flags(c) & skip): c.outputs, c.execution_count = [], None
     t0 = time.perf_counter()
     cwd = os.getcwd(); os.chdir(path.parent)
     try:
