@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from .config import DeiTConfig, imagenet_id2label, default_id2label, has_placeholder_labels
 from .image_processor import DeiTImageProcessor
+import os
+from PIL import Image
+from .preprocessing import load_image
 
 # %% ../nbs/10_inference.ipynb #51c6b364
 def class_names(config:DeiTConfig, # a model's config
@@ -72,10 +75,17 @@ def predict(model:torch.nn.Module,          # a classifier: DeiTForImageClassifi
     finally: model.train(was_training)               # the caller's mode back
     return out
 
+def _for_channels(items:list, num_channels:int) -> list:
+    "For a one-channel model: paths opened as `load_image` does, and PIL images converted to grey (mode L)"
+    if num_channels != 1: return items
+    opened = [load_image(x) if isinstance(x, (str, os.PathLike)) else x for x in items]
+    return [x.convert("L") if isinstance(x, Image.Image) and x.mode != "L" else x for x in opened]
+
 def _predict_batches(model, processor, items, top_k, batch_size, interpolate_pos_encoding, names) -> list:
     out = []
     for s in range(0, len(items), batch_size):
-        pv = processor(items[s:s + batch_size], return_tensors="pt").pixel_values    # (b, 3, H, W)
+        batch = _for_channels(items[s:s + batch_size], model.config.num_channels)
+        pv = processor(batch, return_tensors="pt").pixel_values                      # (b, C, H, W)
         res = model(model_input(pv, model), interpolate_pos_encoding=interpolate_pos_encoding)
         logits = getattr(res, "logits", None)                                        # (b, num_labels)
         if logits is None:

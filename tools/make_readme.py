@@ -8,6 +8,7 @@ import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGE = re.compile(r"\]\((images/)")   # the notebook's images are in nbs/images/, next to it; the README is one level up
 SKIP = re.compile(r"^\s*#\s*\|\s*(hide|export|exporti|exports|default_exp)\b", re.M)
 
 def render(nb_path=ROOT/"nbs"/"index.ipynb") -> str:
@@ -15,7 +16,7 @@ def render(nb_path=ROOT/"nbs"/"index.ipynb") -> str:
     parts = []
     for c in nb["cells"]:
         src = "".join(c["source"]).strip()
-        if c["cell_type"] == "markdown": parts.append(src); continue
+        if c["cell_type"] == "markdown": parts.append(IMAGE.sub(r"](nbs/\1", src)); continue
         if c["cell_type"] != "code" or SKIP.search(src) or not src: continue
         parts.append(f"```python\n{src}\n```")
         text = "".join("".join(o.get("text", "")) if o["output_type"] == "stream" else "".join(o.get("data", {}).get("text/plain", ""))
