@@ -126,6 +126,7 @@ def render(proc:Path, out:Path) -> list:
     out.mkdir(parents=True)
     for f in ("styles.css",):
         if (proc/f).exists(): shutil.copy(proc/f, out/f)
+    if (proc/"images").is_dir(): shutil.copytree(proc/"images", out/"images")     # pictures the markdown links to
     (out/"site.css").write_text(SITE_CSS + HtmlFormatter(style="friendly").get_style_defs(".highlight"))
     extra_css = '<link rel="stylesheet" href="styles.css">' if (out/"styles.css").exists() else ""
     def nav(current):
