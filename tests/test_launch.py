@@ -2,7 +2,7 @@
 rank ending the run, the command end to end on a tiny class folder (with and without a teacher, then `predict`, then
 transformers reading the output), fine-tuning from transformers and facebookresearch checkpoints with other classes,
 and every refusal with its message and exit code. Models are tiny and random: the plumbing is what is tested."""
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time, warnings
 from pathlib import Path
 import pytest
 import torch
@@ -99,6 +99,9 @@ t = Trainer(model, ds, None, cfg); t.fit()
 # gradients' agreement without Adam's normalisation (which turns a 1e-9 difference on a near-zero gradient into +-lr)
 moments = {n: t.opt.state[p]["exp_avg"] for n, p in model.named_parameters() if "exp_avg" in t.opt.state.get(p, {})}
 if t.is_main: torch.save({"model": model.state_dict(), "exp_avg": moments, "steps": t.step, "world": t.world_size}, sys.argv[1])
+# leave the process group before exiting: without it, gloo's threads can still be running at exit and the process
+# aborts ("terminate called without an active exception", SIGABRT) now and then
+if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 '''
 
 @pytest.mark.slow
@@ -107,6 +110,12 @@ def test_two_processes_take_the_step_of_one(tmp_path):
     (tmp_path/"step.py").write_text(STEP)
     subprocess.run([sys.executable, tmp_path/"step.py", tmp_path/"one.pt"], check=True, env=ENV, capture_output=True, timeout=120)
     r = subprocess.run(TORCHRUN + [tmp_path/"step.py", tmp_path/"two.pt"], env=ENV, capture_output=True, text=True, timeout=180)
+    if r.returncode != 0 and "terminate called without an active exception" in r.stderr:
+        # About one run in ten under pytest-xdist (2 of 25 here; never in 100 runs of the same commands by hand), a worker aborts in C++ (SIGABRT: a joinable
+        # std::thread destroyed) even though the script leaves the process group cleanly; the numbers are not in
+        # question. Said in the test report, and retried once: a second abort, or any other failure, fails the test.
+        warnings.warn("torchrun worker aborted (SIGABRT, 'terminate called without an active exception'); retried once")
+        r = subprocess.run(TORCHRUN + [tmp_path/"step.py", tmp_path/"two.pt"], env=ENV, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = torch.load(tmp_path/"one.pt", weights_only=True), torch.load(tmp_path/"two.pt", weights_only=True)
     assert (one["steps"], one["world"], two["steps"], two["world"]) == (1, 1, 1, 2)
