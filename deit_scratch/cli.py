@@ -213,8 +213,7 @@ def run_predict(args:argparse.Namespace,
     results = []
     for s in range(0, len(args.images), args.batch_size):
         paths = args.images[s:s + args.batch_size]
-        ims = [load_image(p) for p in paths]                                   # RGB
-        if model.config.num_channels == 1: ims = [im.convert("L") for im in ims]  # a grayscale model (e.g. Fashion-MNIST's)
+        ims = [load_image(p) for p in paths]          # RGB (predict makes them grey for a one-channel model, notebook 10)
         results += predict(model, processor, ims, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         doc = {"model": args.model, "model_class": type(model).__name__, "preprocessing": how, "precision": "bf16" if amp else "fp32",
