@@ -332,3 +332,13 @@ def test_help_and_version(capsys):
 def test_debug_env_shows_traceback(monkeypatch, work, ckpt, images):
     monkeypatch.setenv("DEIT_SCRATCH_DEBUG", "1")
     with pytest.raises(ValueError, match="image not found"): main(["predict", str(work / "missing.jpg"), "-m", str(ckpt)])
+
+def test_predict_grey_model_on_files(capsys):
+    "A one-channel model (the committed course student) on PNG files: the CLI and `predict` give the same classes"
+    root = Path(__file__).resolve().parents[1]/"models"
+    files = sorted((root/"fashion-mnist-examples").glob("*.png"))[:4]
+    assert main(["predict", *map(str, files), "--model", str(root/"fashion-mnist-deit-distilled"), "--top-k", "1", "--json"]) == 0
+    got = [r["predictions"][0]["label"] for r in json.loads(capsys.readouterr().out)["results"]]
+    model, proc = load_model(root/"fashion-mnist-deit-distilled"), DeiTImageProcessor.from_pretrained(root/"fashion-mnist-deit-distilled")
+    test_rgb = [Image.open(f).convert("RGB") for f in files]                  # colour images become grey too
+    assert got == [p[0].label for p in predict(model, proc, files, top_k=1)] == [p[0].label for p in predict(model, proc, test_rgb, top_k=1)]
