@@ -67,66 +67,57 @@ class DeiTConfig:
                  return_dict:bool=True,               # default for `forward(return_dict=...)`
                  **kwargs):                           # other keys found in a config.json (kept, written back)
         self.hidden_size,self.num_hidden_layers,self.num_attention_heads = hidden_size,num_hidden_layers,num_attention_heads
-        self.intermediate_size,self.hidden_act = intermediate_size,hidden_act
+        self.intermediate_size,self.hidden_act,self.initializer_range = intermediate_size,hidden_act,initializer_range
         self.hidden_dropout_prob,self.attention_probs_dropout_prob = hidden_dropout_prob,attention_probs_dropout_prob
-        self.initializer_range,self.layer_norm_eps = initializer_range,layer_norm_eps
-        self.image_size,self.patch_size,self.num_channels = image_size,patch_size,num_channels
-        self.qkv_bias,self.encoder_stride = qkv_bias,encoder_stride
+        self.image_size,self.patch_size,self.num_channels,self.layer_norm_eps = image_size,patch_size,num_channels,layer_norm_eps
+        self.qkv_bias,self.encoder_stride,self.pooler_act = qkv_bias,encoder_stride,pooler_act
         self.pooler_output_size = hidden_size if pooler_output_size is None else pooler_output_size
-        self.pooler_act = pooler_act
-        self.use_distillation_token = use_distillation_token
-        self.problem_type = problem_type
-        self.attn_implementation = attn_implementation
+        self.use_distillation_token,self.problem_type,self.attn_implementation = use_distillation_token,problem_type,attn_implementation
         self.output_attentions,self.output_hidden_states,self.return_dict = output_attentions,output_hidden_states,return_dict
-        # bookkeeping keys transformers writes (or uses internally) that are not model fields
-        kwargs.pop("_attn_implementation", None); kwargs.pop("model_type", None)
-        kwargs.pop("transformers_version", None)
-        self.extra = {k:v for k,v in kwargs.items() if not k.startswith("_")}
-        self._set_labels(num_labels, id2label, label2id)
-        self.validate()
+        self.extra = {k:v for k,v in kwargs.items() if not k.startswith("_") and k not in ("model_type", "transformers_version")}
+        self._set_labels(num_labels, id2label, label2id); self.validate()
 
-    def _set_labels(self, num_labels, id2label, label2id):
-        if num_labels is not None and (not _is_int(num_labels) or num_labels < 0):
-            raise ValueError(f"num_labels must be an integer >= 0, got {num_labels!r}")
-        if id2label is not None:
-            if not isinstance(id2label, Mapping): raise ValueError(f"id2label must be a mapping class index -> name, got {type(id2label).__name__} {id2label!r:.80}")
-            id2label = {_index(k, "id2label key"):v for k,v in id2label.items()}  # JSON keys are strings
-            if sorted(id2label) != list(range(len(id2label))):
-                raise ValueError(f"id2label must number the classes 0..{len(id2label)-1}, got the keys {sorted(id2label)[:10]}")
-            if num_labels is not None and num_labels != len(id2label):
-                raise ValueError(f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} entries")
-        else:
-            id2label = {i:f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
-        self.id2label = id2label
-        if label2id is not None and not isinstance(label2id, Mapping):
-            raise ValueError(f"label2id must be a mapping name -> class index, got {type(label2id).__name__} {label2id!r:.80}")
-        self.label2id = {k:_index(v, "label2id value") for k,v in label2id.items()} if label2id is not None else {v:k for k,v in id2label.items()}
+# %% ../nbs/00_config.ipynb #adde6d46
+@patch
+def _set_labels(self:DeiTConfig, num_labels, id2label, label2id):
+    if num_labels is not None and (not _is_int(num_labels) or num_labels < 0):
+        raise ValueError(f"num_labels must be an integer >= 0, got {num_labels!r}")
+    if id2label is not None:
+        if not isinstance(id2label, Mapping): raise ValueError(f"id2label must be a mapping class index -> name, got {type(id2label).__name__} {id2label!r:.80}")
+        id2label = {_index(k, "id2label key"):v for k,v in id2label.items()}  # JSON keys are strings
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ValueError(f"id2label must number the classes 0..{len(id2label)-1}, got the keys {sorted(id2label)[:10]}")
+        if num_labels is not None and num_labels != len(id2label):
+            raise ValueError(f"num_labels={num_labels} disagrees with id2label, which has {len(id2label)} entries")
+    else:
+        id2label = {i:f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
+    self.id2label = id2label
+    if label2id is not None and not isinstance(label2id, Mapping):
+        raise ValueError(f"label2id must be a mapping name -> class index, got {type(label2id).__name__} {label2id!r:.80}")
+    self.label2id = {k:_index(v, "label2id value") for k,v in label2id.items()} if label2id is not None else {v:k for k,v in id2label.items()}
 
-    @property
-    def num_labels(self) -> int:
-        "Number of classes (the length of `id2label`)"
-        return len(self.id2label)
-    @num_labels.setter
-    def num_labels(self, n:int): self._set_labels(n, None, None)
+@patch(as_prop=True)
+def num_labels(self:DeiTConfig) -> int:
+    "Number of classes (the length of `id2label`)"
+    return len(self.id2label)
+DeiTConfig.num_labels = DeiTConfig.num_labels.setter(lambda self, n: self._set_labels(n, None, None))  # assignable
 
-    @property
-    def model_type(self) -> str:
-        "'deit' (CLS + DIST tokens), or 'vit' for the architecture of the non-distilled checkpoints (CLS only)"
-        return "deit" if self.use_distillation_token else "vit"
+# %% ../nbs/00_config.ipynb #0656a618
+@patch(as_prop=True)
+def model_type(self:DeiTConfig) -> str:
+    "'deit' (CLS + DIST tokens), or 'vit' for the architecture of the non-distilled checkpoints (CLS only)"
+    return "deit" if self.use_distillation_token else "vit"
 
-    @property
-    def num_prefix_tokens(self) -> int:
-        "Special tokens in front of the patches: 2 (CLS, DIST), or 1 (CLS) without the distillation token"
-        return 2 if self.use_distillation_token else 1
+@patch(as_prop=True)
+def num_prefix_tokens(self:DeiTConfig) -> int:
+    "Special tokens in front of the patches: 2 (CLS, DIST), or 1 (CLS) without the distillation token"
+    return 2 if self.use_distillation_token else 1
 
-    @property
-    def grid_size(self) -> tuple:
-        "Patches along (height, width) at `image_size`"
-        (ih,iw),(ph,pw) = to_pair(self.image_size),to_pair(self.patch_size)
-        return (ih//ph, iw//pw)
-
-    def __eq__(self, other): return isinstance(other, DeiTConfig) and self.to_dict() == other.to_dict()
-    def __repr__(self): return f"{type(self).__name__} {self.to_json_string()}"
+@patch(as_prop=True)
+def grid_size(self:DeiTConfig) -> tuple:
+    "Patches along (height, width) at `image_size`"
+    (ih,iw),(ph,pw) = to_pair(self.image_size),to_pair(self.patch_size)
+    return (ih//ph, iw//pw)
 
 # %% ../nbs/00_config.ipynb #b906c07d
 @patch
@@ -194,6 +185,13 @@ def from_dict(cls:DeiTConfig, d:dict, **overrides):
 
 @patch
 def to_json_string(self:DeiTConfig) -> str: return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+@patch
+def __eq__(self:DeiTConfig, other):
+    "Two configs are equal when their dicts are"
+    return isinstance(other, DeiTConfig) and self.to_dict() == other.to_dict()
+@patch
+def __repr__(self:DeiTConfig): return f"{type(self).__name__} {self.to_json_string()}"
+DeiTConfig.__hash__ = None   # mutable and compared by value: unhashable, as a class that defines __eq__ in its body
 
 # %% ../nbs/00_config.ipynb #c29f48c4
 @lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ __all__ = ['check_mask', 'DeiTEmbeddings', 'interpolate_pos_embed']
 import math, torch
 import torch.nn.functional as F
 from torch import nn
+from fastcore.basics import patch
 from .config import DeiTConfig
 from .patch_embedding import DeiTPatchEmbeddings
 
@@ -40,21 +41,6 @@ class DeiTEmbeddings(nn.Module):
         self.position_embeddings = nn.Parameter(torch.zeros(1, P + N, C))  # CLS, (DIST,) patches
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def position_embeddings_for(self, height:int, width:int, interpolate_pos_encoding:bool=False) -> torch.Tensor:
-        "The (1, P + N, C) position table for an image of `height` x `width` pixels (P = 2 prefix tokens, 1 without DIST)"
-        pe = self.patch_embeddings
-        if not interpolate_pos_encoding:
-            if (height, width) != pe.image_size:
-                raise ValueError(f"Input image size ({height}*{width}) doesn't match model ({pe.image_size[0]}*{pe.image_size[1]})."
-                                 " Pass interpolate_pos_encoding=True to resize the position embeddings.")
-            return self.position_embeddings
-        new_grid = (height // pe.patch_size[0], width // pe.patch_size[1])
-        # transformers returns the table untouched only when the patch count matches and the image is square; a traced or
-        # exported graph always resizes (at the configured size that is exactly the identity), so it serves every size
-        if not (torch.jit.is_tracing() or torch.compiler.is_exporting()) and new_grid[0]*new_grid[1] == pe.num_patches and height == width:
-            return self.position_embeddings
-        return interpolate_pos_embed(self.position_embeddings, new_grid, old_grid=pe.grid_size, num_prefix_tokens=self.num_prefix_tokens)
-
     def forward(self, pixel_values:torch.Tensor,           # (B, num_channels, H, W) images
                 bool_masked_pos:torch.Tensor|None=None,    # (B, N), True where a patch is replaced by the mask token
                 interpolate_pos_encoding:bool=False) -> torch.Tensor: # resize the position table to the image size
@@ -74,6 +60,23 @@ class DeiTEmbeddings(nn.Module):
         x = torch.cat([t.expand(B, -1, -1) for t in prefix] + [x], dim=1)  # (B, P+N, C): CLS, (DIST,) patches
         x = x + self.position_embeddings_for(H, W, interpolate_pos_encoding)
         return self.dropout(x)
+
+# %% ../nbs/02_tokens.ipynb #351f451b
+@patch
+def position_embeddings_for(self:DeiTEmbeddings, height:int, width:int, interpolate_pos_encoding:bool=False) -> torch.Tensor:
+    "The (1, P + N, C) position table for an image of `height` x `width` pixels (P = 2 prefix tokens, 1 without DIST)"
+    pe = self.patch_embeddings
+    if not interpolate_pos_encoding:
+        if (height, width) != pe.image_size:
+            raise ValueError(f"Input image size ({height}*{width}) doesn't match model ({pe.image_size[0]}*{pe.image_size[1]})."
+                             " Pass interpolate_pos_encoding=True to resize the position embeddings.")
+        return self.position_embeddings
+    new_grid = (height // pe.patch_size[0], width // pe.patch_size[1])
+    # transformers returns the table untouched only when the patch count matches and the image is square; a traced or
+    # exported graph always resizes (at the configured size that is exactly the identity), so it serves every size
+    if not (torch.jit.is_tracing() or torch.compiler.is_exporting()) and new_grid[0]*new_grid[1] == pe.num_patches and height == width:
+        return self.position_embeddings
+    return interpolate_pos_embed(self.position_embeddings, new_grid, old_grid=pe.grid_size, num_prefix_tokens=self.num_prefix_tokens)
 
 # %% ../nbs/02_tokens.ipynb #4cc82b94
 def interpolate_pos_embed(pos_embed:torch.Tensor,  # (1, num_prefix_tokens + gh*gw, C) position table
