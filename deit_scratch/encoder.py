@@ -243,6 +243,7 @@ def compile_reason(device) -> str|None:
         return "torch.compile needs a C++ compiler on the CPU (g++ or clang++; e.g. apt-get install g++)"
     return None
 
+# %% ../nbs/06_encoder.ipynb #3920bde4
 def _weights_version(tensors:list) -> int:
     "Changes whenever any of `tensors` is modified in place (load_state_dict, an optimizer step, `p.mul_(...)`)"
     return sum(t._version for t in tensors)
@@ -264,6 +265,7 @@ def _compile_frozen(model:nn.Module, **compile_kwargs):
         with inductor_config.patch(freezing=True): return fn(*args, **kwargs)
     model._compiled_call_impl = frozen_call
 
+# %% ../nbs/06_encoder.ipynb #ff497306
 def compile_model(model:nn.Module,    # compiled in place: same class, same state_dict
                   example=None,       # an input to compile for now (else at the first call); failures then fall back
                   freeze:bool=False,  # inference only: fold the weights into the graph as constants (inductor's `freezing`)
