@@ -8,7 +8,7 @@ __all__ = ['IDX_TYPES', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_URL', 'FASHION_M
            'cache_dir', 'idx_sha256', 'download', 'find_fashion_mnist', 'load_fashion_mnist', 'show_images',
            'TensorDataset', 'fashion_mnist', 'ImageFolder', 'processor_transform', 'RandomCrop', 'RandomHorizontalFlip',
            'affine', 'TrivialAugment', 'RandomErasing', 'Compose', 'Normalize', 'train_transform', 'eval_transform',
-           'smooth_one_hot', 'Mixup', 'cut_box']
+           'smooth_one_hot', 'cut_box', 'Mixup']
 
 # %% ../nbs/12_data.ipynb #61d42d88
 import gzip, hashlib, math, os, tempfile, urllib.request
@@ -250,6 +250,7 @@ TRIVIAL_OPS = {  # name -> (function of the image and a strength in [-1, 1])
     "posterize":  lambda x, m: torch.floor(x * 255 / 2**int(1 + 3*abs(m))) * 2**int(1 + 3*abs(m)) / 255,
 }
 
+# %% ../nbs/12_data.ipynb #ade25038
 class TrivialAugment:
     "TrivialAugment (Müller & Hutter, 2021): one operation of `ops`, chosen uniformly, at a uniform random strength"
     def __init__(self, ops:dict=TRIVIAL_OPS): self.ops = ops; self.names = list(ops)
@@ -316,6 +317,16 @@ def smooth_one_hot(labels:torch.Tensor,   # (B,) class indices
     off = smoothing / num_classes
     return torch.full((len(labels), num_classes), off, device=labels.device).scatter_(1, labels[:, None], 1 - smoothing + off)
 
+def cut_box(size:tuple, lam:float) -> tuple:
+    "A random box of area about `(1 - lam)` of `size`, clipped to the image, and the λ its actual area gives"
+    H, W = size
+    r = math.sqrt(1 - lam)
+    h, w = int(H * r), int(W * r)
+    cy, cx = int(torch.randint(H, ())), int(torch.randint(W, ()))
+    y0, y1, x0, x1 = max(cy - h // 2, 0), min(cy + h // 2, H), max(cx - w // 2, 0), min(cx + w // 2, W)
+    return (y0, y1, x0, x1), 1 - (y1 - y0) * (x1 - x0) / (H * W)
+
+# %% ../nbs/12_data.ipynb #97e67d16
 class Mixup:
     "Batch mixup/cutmix with label-smoothed soft targets, as timm's `Mixup(mode='batch')`"
     def __init__(self, num_classes:int,      # K
@@ -348,12 +359,3 @@ class Mixup:
             else: x = x * lam + x.flip(0) * (1 - lam)
         t = smooth_one_hot(labels, self.num_classes, self.label_smoothing)
         return x, t * lam + t.flip(0) * (1 - lam)
-
-def cut_box(size:tuple, lam:float) -> tuple:
-    "A random box of area about `(1 - lam)` of `size`, clipped to the image, and the λ its actual area gives"
-    H, W = size
-    r = math.sqrt(1 - lam)
-    h, w = int(H * r), int(W * r)
-    cy, cx = int(torch.randint(H, ())), int(torch.randint(W, ()))
-    y0, y1, x0, x1 = max(cy - h // 2, 0), min(cy + h // 2, H), max(cx - w // 2, 0), min(cx + w // 2, W)
-    return (y0, y1, x0, x1), 1 - (y1 - y0) * (x1 - x0) / (H * W)

@@ -75,6 +75,7 @@ def predict(model:torch.nn.Module,          # a classifier: DeiTForImageClassifi
     finally: model.train(was_training)               # the caller's mode back
     return out
 
+# %% ../nbs/10_inference.ipynb #b2a6c130
 def _for_channels(items:list, num_channels:int) -> list:
     "For a one-channel model: paths opened as `load_image` does, and PIL images converted to grey (mode L)"
     if num_channels != 1: return items
