@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from fastcore.basics import patch
 from .training import TrainConfig, Trainer, head_logits
 from .files import read_json
 
@@ -25,6 +26,7 @@ def teacher_logits(out) -> torch.Tensor:
     if isinstance(out, (tuple, list)) and torch.is_tensor(out[0]): return out[0]
     raise TypeError(f"cannot find logits in the teacher's output ({type(out).__name__})")
 
+# %% ../nbs/14_distillation.ipynb #41a74254
 class DistillationLoss(nn.Module):
     "facebookresearch/deit's distillation loss: `(1 - alpha) * base + alpha * (soft KL or hard CE against the teacher)`"
     def __init__(self, base_criterion,             # `(cls_logits, targets) -> loss`, e.g. `F.cross_entropy`
@@ -41,28 +43,31 @@ class DistillationLoss(nn.Module):
         self.base_criterion, self.teacher = base_criterion, teacher
         self.distillation_type, self.alpha, self.tau = distillation_type, alpha, tau
 
-    def forward(self, inputs:torch.Tensor,   # (B, C, H, W): what the student saw (the teacher sees the same)
-                outputs,                     # the student's output, or a (cls_logits, distillation_logits) tuple
-                labels:torch.Tensor,         # (B,) class indices or (B, K) soft targets
-               ) -> torch.Tensor:
-        heads = head_logits(outputs)
-        base = self.base_criterion(heads.get("cls", heads.get("logits")), labels)
-        if self.distillation_type == "none": return base
-        if "distillation" not in heads:
-            raise ValueError("distillation needs the distillation token's logits: train a DeiTForImageClassificationWithTeacher "
-                             "(or pass a (cls_logits, distillation_logits) tuple)")
-        if self.distillation_type == "two-cls":       # the paper's control: a second class token, no teacher
-            return base * (1 - self.alpha) + self.base_criterion(heads["distillation"], labels) * self.alpha
-        dist = heads["distillation"].float()
-        with torch.no_grad(): t = teacher_logits(self.teacher(inputs)).float()
-        if t.shape != dist.shape:
-            raise ValueError(f"the teacher gives logits of shape {tuple(t.shape)} but the student's are {tuple(dist.shape)}: "
-                             "teacher and student must have the same classes")
-        if self.distillation_type == "soft":
-            T = self.tau
-            kd = F.kl_div(F.log_softmax(dist / T, dim=1), F.log_softmax(t / T, dim=1), reduction="sum", log_target=True) * (T * T) / dist.numel()
-        else: kd = F.cross_entropy(dist, t.argmax(dim=1))
-        return base * (1 - self.alpha) + kd * self.alpha
+# %% ../nbs/14_distillation.ipynb #fd45ab68
+@patch
+def forward(self:DistillationLoss,
+            inputs:torch.Tensor,   # (B, C, H, W): what the student saw (the teacher sees the same)
+            outputs,               # the student's output, or a (cls_logits, distillation_logits) tuple
+            labels:torch.Tensor,   # (B,) class indices or (B, K) soft targets
+           ) -> torch.Tensor:
+    heads = head_logits(outputs)
+    base = self.base_criterion(heads.get("cls", heads.get("logits")), labels)
+    if self.distillation_type == "none": return base
+    if "distillation" not in heads:
+        raise ValueError("distillation needs the distillation token's logits: train a DeiTForImageClassificationWithTeacher "
+                         "(or pass a (cls_logits, distillation_logits) tuple)")
+    if self.distillation_type == "two-cls":       # the paper's control: a second class token, no teacher
+        return base * (1 - self.alpha) + self.base_criterion(heads["distillation"], labels) * self.alpha
+    dist = heads["distillation"].float()
+    with torch.no_grad(): t = teacher_logits(self.teacher(inputs)).float()
+    if t.shape != dist.shape:
+        raise ValueError(f"the teacher gives logits of shape {tuple(t.shape)} but the student's are {tuple(dist.shape)}: "
+                         "teacher and student must have the same classes")
+    if self.distillation_type == "soft":
+        T = self.tau
+        kd = F.kl_div(F.log_softmax(dist / T, dim=1), F.log_softmax(t / T, dim=1), reduction="sum", log_target=True) * (T * T) / dist.numel()
+    else: kd = F.cross_entropy(dist, t.argmax(dim=1))
+    return base * (1 - self.alpha) + kd * self.alpha
 
 # %% ../nbs/14_distillation.ipynb #e7fa2db6
 class Teacher(nn.Module):
@@ -86,23 +91,26 @@ class Teacher(nn.Module):
     def train(self, mode:bool=True):           # a teacher stays in eval mode
         return super().train(False)
 
-    def adapt(self, x:torch.Tensor) -> torch.Tensor:
-        "The student's inputs (B, C, H, W) as the teacher expects them"
-        x = x.float()
-        if self.t_mean is not None:
-            x = x * self.s_std.to(x.device) + self.s_mean.to(x.device)          # back to [0, 1] pixels
-        if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
-            x = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False)
-        if self.num_channels is not None and x.shape[1] != self.num_channels:
-            if x.shape[1] != 1: raise ValueError(f"cannot turn {x.shape[1]} channels into the teacher's {self.num_channels}")
-            x = x.expand(-1, self.num_channels, -1, -1)                           # gray to RGB
-        if self.t_mean is not None:
-            x = (x - self.t_mean.to(x.device)) / self.t_std.to(x.device)
-        return x
-
     @torch.no_grad()
     def forward(self, x): return teacher_logits(self.model(self.adapt(x)))
 
+# %% ../nbs/14_distillation.ipynb #911917c7
+@patch
+def adapt(self:Teacher, x:torch.Tensor) -> torch.Tensor:
+    "The student's inputs (B, C, H, W) as the teacher expects them"
+    x = x.float()
+    if self.t_mean is not None:
+        x = x * self.s_std.to(x.device) + self.s_mean.to(x.device)          # back to [0, 1] pixels
+    if self.size is not None and tuple(x.shape[-2:]) != tuple(self.size):
+        x = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False)
+    if self.num_channels is not None and x.shape[1] != self.num_channels:
+        if x.shape[1] != 1: raise ValueError(f"cannot turn {x.shape[1]} channels into the teacher's {self.num_channels}")
+        x = x.expand(-1, self.num_channels, -1, -1)                           # gray to RGB
+    if self.t_mean is not None:
+        x = (x - self.t_mean.to(x.device)) / self.t_std.to(x.device)
+    return x
+
+# %% ../nbs/14_distillation.ipynb #b004e26c
 def as_teacher(teacher, **kwargs) -> Teacher:
     "A `Teacher` from a module, a callable, or a checkpoint path (DeiT checkpoints via `load_model`, `ConvNet` directories)"
     if isinstance(teacher, Teacher) and not kwargs: return teacher

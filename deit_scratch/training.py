@@ -23,6 +23,7 @@ from torch import distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from fastcore.basics import patch
 from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
 from .files import read_json, atomic_write, save_files, finish_save, check_file
@@ -198,7 +199,7 @@ def atomic_save(obj, path:str|os.PathLike):
     "`torch.save` to a temporary file in the same folder, then rename: `path` is the old file or the new, never half"
     atomic_write(path, writer=lambda tmp: torch.save(obj, tmp))        # notebook 00a
 
-# %% ../nbs/13_training.ipynb #2af9ff44
+# %% ../nbs/13_training.ipynb #2fd86857
 def _is_deit(model) -> bool: return hasattr(model, "config") and hasattr(model, "hf_state_dict")
 
 COMPILE_MIN_STEPS = 300   # compiling takes ~5-20 s on 2 cores, once (cached after); a step saves ~30% (benchmarks/train_step_cpu.py)
@@ -215,6 +216,7 @@ def save_model(model:nn.Module, directory:str|os.PathLike, image_processor=None)
     elif hasattr(model, "save_pretrained"): model.save_pretrained(directory)
     else: raise TypeError(f"cannot save a {type(model).__name__}: it has no save_pretrained")
 
+# %% ../nbs/13_training.ipynb #b3f5bbb8
 def dist_info() -> tuple:
     "`(rank, world_size)` of this process: `(0, 1)` unless `torch.distributed` is initialised"
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
@@ -227,6 +229,7 @@ def all_reduce_sums(sums:dict, device) -> dict:
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
 
+# %% ../nbs/13_training.ipynb #92d93afd
 class Trainer:
     "Train `model` on `train_ds`, evaluating on `valid_ds`, with the loss in the `loss_fn(inputs, outputs, targets)` slot"
     def __init__(self, model:nn.Module,           # any classifier whose output `head_logits` understands
@@ -256,18 +259,8 @@ class Trainer:
         self.frozen = self._freeze_unused()
         self.net = (DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                     if self.world_size > 1 else model)                    # what the training step calls
-        torch.manual_seed(cfg.seed + self.rank); random.seed(cfg.seed + self.rank); np.random.seed(cfg.seed + self.rank)
-        self.sampler = DistributedSampler(train_ds, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        self.train_dl = DataLoader(train_ds, batch_size=self.local_batch_size, sampler=self.sampler,
-                                   drop_last=len(self.sampler) > self.local_batch_size, num_workers=cfg.num_workers)
-        self.steps_per_epoch = len(self.train_dl)
-        total, warm = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
-                                     fused=self.device.type in ("cpu", "cuda"))   # one kernel for all tensors, not a loop
-        lr_at = partial(warmup_cosine, total=total, warmup=warm, lr=cfg.lr, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: lr_at(step) / cfg.lr)
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-                    if cfg.ema_decay else None)
+        self._setup_data()                                                  # seeds, sampler, loader
+        self._setup_optim()                                                 # AdamW, warmup + cosine, EMA
         if compile is None: compile = compile_pays(cfg.epochs * self.steps_per_epoch, self.device)
         self.compiled = bool(compile)
         if compile: compile_model(model)          # in place, after the EMA copied the plain model: the state_dict and saves do not change
@@ -275,25 +268,52 @@ class Trainer:
                             cfg.label_smoothing) if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0 else None)
         self.epoch, self.step, self.history = 0, 0, []
 
-    def _probe(self):
-        "One forward on one training image, to learn the number of classes"
-        was = self.model.training; self.model.eval()
-        try:
-            with torch.no_grad(): return self.model(self.train_ds[0][0][None].to(self.device))
-        finally: self.model.train(was)
+# %% ../nbs/13_training.ipynb #edd5551b
+@patch
+def _probe(self:Trainer):
+    "One forward on one training image, to learn the number of classes"
+    was = self.model.training; self.model.eval()
+    try:
+        with torch.no_grad(): return self.model(self.train_ds[0][0][None].to(self.device))
+    finally: self.model.train(was)
 
-    def _freeze_unused(self) -> list:
-        "Freeze the parameters this loss never reaches (e.g. the distillation head with no teacher); returns their names"
-        x, y = self.train_ds[0]                                              # (C, H, W), ()
-        was = self.model.training; self.model.eval()
-        try:
-            with torch.enable_grad():
-                x, y = x[None].to(self.device), torch.as_tensor(y)[None].to(self.device)
-                self.loss_fn(x, self.model(x), y).backward()
-            unused = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
-        finally: self.model.zero_grad(set_to_none=True); self.model.train(was)
-        for _, p in unused: p.requires_grad_(False)     # AdamW skips them (as it skips gradient-less ones); DDP needs no search
-        return [n for n, _ in unused]
+@patch
+def _freeze_unused(self:Trainer) -> list:
+    "Freeze the parameters this loss never reaches (e.g. the distillation head with no teacher); returns their names"
+    x, y = self.train_ds[0]                                              # (C, H, W), ()
+    was = self.model.training; self.model.eval()
+    try:
+        with torch.enable_grad():
+            x, y = x[None].to(self.device), torch.as_tensor(y)[None].to(self.device)
+            self.loss_fn(x, self.model(x), y).backward()
+        unused = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
+    finally: self.model.zero_grad(set_to_none=True); self.model.train(was)
+    for _, p in unused: p.requires_grad_(False)     # AdamW skips them (as it skips gradient-less ones); DDP needs no search
+    return [n for n, _ in unused]
+
+# %% ../nbs/13_training.ipynb #690d89f8
+@patch
+def _setup_data(self:Trainer):
+    "Seed this process's generators; a loader over its share of each epoch's permutation of the training set"
+    cfg, train_ds = self.cfg, self.train_ds
+    torch.manual_seed(cfg.seed + self.rank); random.seed(cfg.seed + self.rank); np.random.seed(cfg.seed + self.rank)
+    self.sampler = DistributedSampler(train_ds, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    self.train_dl = DataLoader(train_ds, batch_size=self.local_batch_size, sampler=self.sampler,
+                               drop_last=len(self.sampler) > self.local_batch_size, num_workers=cfg.num_workers)
+    self.steps_per_epoch = len(self.train_dl)
+
+# %% ../nbs/13_training.ipynb #e169fb52
+@patch
+def _setup_optim(self:Trainer):
+    "AdamW over the two parameter groups, the warmup + cosine schedule per step, and the EMA of the weights"
+    cfg, model = self.cfg, self.model
+    total, warm = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
+    self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                                 fused=self.device.type in ("cpu", "cuda"))   # one kernel for all tensors, not a loop
+    lr_at = partial(warmup_cosine, total=total, warmup=warm, lr=cfg.lr, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr)
+    self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: lr_at(step) / cfg.lr)
+    self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                if cfg.ema_decay else None)
 
 # %% ../nbs/13_training.ipynb #5218fe46
 def _bar(it, total, desc, enabled):
@@ -394,6 +414,9 @@ def load_state_dict(self:Trainer, sd:dict):
     elif self.is_main: warnings.warn(f"the checkpoint was written by {len(rng)} processes and this run has {self.world_size}: the "
                                      "schedule and data order continue, the augmentations draw new random numbers")
 
+Trainer.state_dict, Trainer.load_state_dict = state_dict, load_state_dict
+
+# %% ../nbs/13_training.ipynb #75fbcbeb
 def save(self:Trainer):
     "Write checkpoint.pt (atomically), the model (model/, model_ema/) and metrics.jsonl to the output folder (rank 0 only)"
     sd = self.state_dict()                                              # every process: it gathers the generators
@@ -412,7 +435,7 @@ def resume(self:Trainer, path:str|os.PathLike|None=None) -> Trainer:
     self.load_state_dict(torch.load(check_file(path, "checkpoint"), map_location=self.device, weights_only=True))
     return self
 
-Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.resume = state_dict, load_state_dict, save, resume
+Trainer.save, Trainer.resume = save, resume
 
 # %% ../nbs/13_training.ipynb #755c99af
 def plot_history(history:list,         # `Trainer.history`: one dict per epoch
