@@ -102,3 +102,32 @@ def test_cli_precision_bf16_where_native_and_says_when_it_is_emulated(tmp_path):
         assert runs["bf16"].stderr.strip() == (f"deit-scratch: warning: --precision bf16: this CPU ({torch.backends.cpu.get_cpu_capability()}, "
             "without AVX512-BF16 or AMX) does not compute in bf16 natively; it is emulated, several times slower than fp32"), runs["bf16"].stderr
         assert docs["auto"]["precision"] == "fp32" and docs["auto"]["results"] == docs["fp32"]["results"]
+
+@pytest.mark.slow
+def test_cli_auto_compiles_long_runs_and_a_short_last_batch_gets_the_same_answers(tmp_path, monkeypatch, capsys):
+    "--precision auto compiles from AUTO_COMPILE_IMAGES images on where bf16 is native (for_inference, notebook 06), and pads a short last batch "
+    "to the compiled shape: the answers match the uncompiled run within 2e-2 (bf16 where native: other kernels, same roundings)"
+    import deit_scratch.cli as cli
+    torch.manual_seed(0)
+    ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**CFG)).save_pretrained(tmp_path/"m")
+    rng = np.random.default_rng(0)
+    paths = [str(tmp_path/f"x{i}.png") for i in range(3)]
+    for p in paths: Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
+    seen = []
+    def spy(model, precision, compile): seen.append(compile); return ds_for_inference(model, precision, compile=compile)
+    ds_for_inference = cli.for_inference
+    monkeypatch.setattr(cli, "for_inference", spy)
+    def run(*extra):
+        assert cli.main(["predict", *paths, "--model", str(tmp_path/"m"), "--json", "-k", "5", "--batch-size", "2", "--precision", "auto", *extra]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        return [{q["label_id"]: q["prob"] for q in r["predictions"]} for r in doc["results"]]
+    eager = run()
+    monkeypatch.setattr(cli, "AUTO_COMPILE_IMAGES", 3)                                  # 3 images: a "long" run now
+    compiled = run()
+    from deit_scratch.encoder import native_bf16
+    assert seen == [False, native_bf16("cpu")]                                          # fp32 elsewhere: not compiled
+    monkeypatch.setattr(cli, "AUTO_COMPILE_IMAGES", 10**9); compiled = run("--compile")  # asked for: compiled everywhere
+    assert seen[-1] is True
+    assert len(compiled) == len(eager) == 3                                              # the padded copy is not reported
+    for e, c in zip(eager, compiled):
+        assert set(e) == set(c) == set(range(5)) and max(abs(e[k] - c[k]) for k in e) <= 2e-2
