@@ -244,6 +244,41 @@ def bf16_row(size:str, batch:int, rounds:int) -> dict:
         d = (bf().logits.float() - ref).abs().max().item()
     return dict(measure="bf16 inference vs our fp32", model=size, batch=batch, ours="bf16 autocast", ratio=r, ours_ms=ta * 1e3, ref_ms=tb * 1e3, max_diff=d)
 
+def gemm_rate(n:int, rounds:int=5) -> float:
+    "TFLOP/s of one large bf16 `torch.mm` (n x n x n): the machine's bf16 matrix-product rate"
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    torch.mm(a, b); ts = []
+    for _ in range(rounds):
+        t0 = time.perf_counter(); torch.mm(a, b); ts.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(ts) / 1e12
+
+def forward_flops(model, x) -> float:
+    "FLOPs of one forward: its matrix products (Linears, patch convolution) and the attention's two products per block"
+    gemms = sum(2 * M * K * N for M, K, N in gemm_shapes(model, x))
+    c = model.config; n = c.num_prefix_tokens + c.grid_size[0] * c.grid_size[1]
+    return gemms + c.num_hidden_layers * 4 * x.shape[0] * n * n * c.hidden_size
+
+def bf16_auto_rows(size:str, batch:int, rounds:int) -> list:
+    "The path `predict --precision auto` takes for long runs (`for_inference`: bf16 weights, frozen, AMX-autotuned GEMMs, C++ "
+    "wrapper) and our eager bf16, against transformers with its weights in bf16 (SDPA), same random weights, same run"
+    from deit_scratch.encoder import for_inference
+    ours, theirs = pair(DeiTForImageClassificationWithTeacher, PRESETS[size])
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode(): ref32 = ours(x).logits
+    flops = forward_flops(ours, x)
+    theirs = theirs.to(torch.bfloat16); xb = x.to(torch.bfloat16)
+    with torch.inference_mode(False): fast = copy.deepcopy(ours)
+    ours = ours.to(torch.bfloat16)
+    t0 = time.perf_counter(); for_inference(fast, "auto", example=x); ct = time.perf_counter() - t0
+    rows = []
+    with torch.inference_mode():
+        for name, m, inp, c in (("bf16 weights, eager", ours, xb, None), ("for_inference (predict --precision auto, long runs)", fast, x, ct)):
+            r, ta, tb = interleaved(lambda: m(inp), lambda: theirs(xb), rounds)
+            rows.append(dict(measure="bf16 inference vs transformers bf16", model=size, batch=batch, ours=name, ratio=r, ours_ms=ta * 1e3,
+                             ref_ms=tb * 1e3, max_diff=(m(inp).logits.float() - ref32).abs().max().item(), compile_s=c,
+                             ours_tflops=flops / ta / 1e12, ref_tflops=flops / tb / 1e12, gflop=flops / 1e9))
+    return rows
+
 def table(rows:list, m:dict) -> str:
     out = [f"Machine: {m['cpu']}, {m['threads']} threads, capability {m['capability']}, native bf16: {m['native_bf16']}; "
            f"torch {m['torch']}, transformers {m['transformers']}; {m['date']}.", "",
@@ -265,8 +300,12 @@ def main():
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--profile", action="store_true", help="also a torch.profiler table per operator for every inference and training shape")
     ap.add_argument("--only", nargs="*", help="run only these items of the plan, e.g. inference:tiny:1 train:tiny:32")
-    ap.add_argument("--json", default=str(ROOT/"benchmarks"/"model_cpu.json"))
+    ap.add_argument("--bf16", action="store_true", help="only the bf16 table (CPUs with AVX512-BF16 or AMX): the machine's bf16 GEMM rate, "
+                    "then ours (eager, and the path predict --precision auto takes) against transformers in bf16 at DeiT-Ti b1, b8 and DeiT-B b8")
+    ap.add_argument("--json", default=None, help="default: benchmarks/model_cpu.json (model_cpu_bf16.json with --bf16)")
     a = ap.parse_args()
+    a.json = a.json or str(ROOT/"benchmarks"/("model_cpu_bf16.json" if a.bf16 else "model_cpu.json"))
+    if a.bf16: return bf16_main(a)
     rounds, compiled = (3, False) if a.quick else (a.rounds, not a.no_compile)
     m = machine(); print(m, flush=True)
     plan = [("inference", "tiny", 1), ("inference", "tiny", 8), ("train", "tiny", 32), ("memory", "tiny", 32)]
@@ -285,6 +324,22 @@ def main():
     for r in rows:
         if r["measure"] == "profile": print("\n" + profile_table(r))
     Path(a.json).write_text(json.dumps(dict(machine=m, rows=rows), indent=1) + "\n")
+
+def bf16_main(a):
+    m = machine(); print(m, flush=True)
+    if not native_bf16():
+        print(f"Not measured: this CPU ({m['cpu']}, {m['capability']}) has no AVX512-BF16 or AMX, so bf16 is emulated there, "
+              "several times slower than fp32; predict --precision auto keeps fp32 on it."); return
+    rate = {n: gemm_rate(n) for n in (2048, 4096)}
+    print(f"bf16 GEMM rate (torch.mm, {m['threads']} threads): " + ", ".join(f"{n}^3 {r:.2f} TFLOP/s" for n, r in rate.items()), flush=True)
+    rows, plan = [], [(s, b) for s, b in (("tiny", 1), ("tiny", 8), ("base", 8)) if not a.only or f"{s}:{b}" in a.only]
+    for size, batch in plan:
+        rows += bf16_auto_rows(size, batch, a.rounds)
+        for r in rows[-2:]:
+            print(f"| {size} | {batch} | {r['ours']} | {r['ours_ms']:.1f} ms | {r['ref_ms']:.1f} ms | **{r['ratio']:.2f}** | "
+                  f"{r['ours_tflops']:.2f} / {r['ref_tflops']:.2f} TFLOP/s ({r['ours_tflops'] / max(rate.values()):.0%} of the GEMM rate) | "
+                  f"{r['max_diff']:.3f} |" + (f" compile {r['compile_s']:.0f} s" if r["compile_s"] else ""), flush=True)
+    Path(a.json).write_text(json.dumps(dict(machine=m, gemm_rate_tflops=rate, rows=rows), indent=1) + "\n")
 
 if __name__ == "__main__":
     main()
