@@ -107,6 +107,7 @@ _CONVERT_EPILOG = """examples:
 
 """
 
+# %% ../nbs/11_cli.ipynb #cc06a75b
 # The one table of commands: name -> (one line of help, "module:function" adding its arguments, "module:function" running
 # it). `deit-scratch`, `python -m deit_scratch.cli` and torchrun's `-m deit_scratch.launch` all run `main` below with
 # it. A command's module is imported only when that command runs (predict never imports training; notebook 15 writes
@@ -142,6 +143,7 @@ def build_parser(only:str|None=None,         # the command whose arguments to ad
         else: sub.add_parser(name, help=help)
     return p
 
+# %% ../nbs/11_cli.ipynb #ee5fb62e
 def add_predict_parser(sub):
     "The `predict` subcommand"
     pr = sub.add_parser("predict", help=COMMANDS["predict"][0],
@@ -198,6 +200,7 @@ def precision_dtype(precision:str,  # "fp32", "bf16", or "auto": bf16 where the 
         warnings.warn(f"--precision bf16: {what} does not compute in bf16 natively; it is emulated, several times slower than fp32", stacklevel=2)
     return amp
 
+# %% ../nbs/11_cli.ipynb #9531bf7c
 def run_predict(args:argparse.Namespace,
                 load=None, # `load(model_ref, config_ref)` -> the model; default: `load_model` (notebook 16 passes its exported-file loader)
                ) -> int:
