@@ -221,6 +221,7 @@ def is_hub_id(s) -> bool:
     s = str(s)
     return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", s)) and not s.endswith(_WEIGHT_SUFFIXES) and ".." not in s
 
+# %% ../nbs/09_pretrained.ipynb #d4d21908
 def _no_hub_message(repo_id:str) -> str:
     return (f"{repo_id!r} is not a local path, and huggingface_hub is not installed to download it. Either "
             f"`pip install huggingface_hub`, or download the files yourself (config.json and model.safetensors from "
@@ -251,6 +252,7 @@ def hub_snapshot(repo_id:str) -> Path:
         for shard in sorted(set((read_json(path, "shard index").get("weight_map") or {}).values())): hub_file(repo_id, shard)
     return path.parent
 
+# %% ../nbs/09_pretrained.ipynb #9bc7ce40
 def resolve_checkpoint(path_or_id) -> Path:
     "The local path of a path or a hub id; a training run's folder means the model in it (`model/`, as `deit-scratch train` writes)"
     p = Path(path_or_id).expanduser()
@@ -342,6 +344,36 @@ def float_dtype(dtype) -> torch.dtype|None:
         raise ValueError(f"dtype must be a floating-point torch.dtype, its name (e.g. 'bfloat16', 'float16') or 'auto', got {dtype!r}")
     return d
 
+def _saved_config(hf_cfg:dict|None, facts:dict, path:Path, fmt:str, config, strict:bool) -> tuple:
+    "(the checkpoint's own config or None, its patch grid): `hf_cfg` (its config.json) checked against the weights"
+    ckpt_config,old_grid = None,facts["grid_size"]
+    if hf_cfg is not None:
+        ckpt_config = DeiTConfig.from_dict(hf_cfg)
+        bad = _disagreements(ckpt_config, facts)
+        gh,gw = ckpt_config.grid_size
+        if gh*gw == facts["num_positions"]: old_grid = (gh, gw)
+        else: bad.append(f"config.json's image_size {ckpt_config.image_size} means {gh*gw} patch positions, the weights have {facts['num_positions']}")
+        if bad and strict and config is None:                           # (a config= given replaces the broken file)
+            raise ValueError(f"{path}: config.json and the weights disagree: " + "; ".join(bad))
+    elif fmt == "transformers" and path.is_dir() and config is None: raise FileNotFoundError(f"No config.json found at {path}")
+    return ckpt_config, old_grid
+
+# %% ../nbs/09_pretrained.ipynb #379c3c8f
+def _config_to_build(config, fmt:str, facts:dict, ckpt_config, hint:str, config_overrides:dict, attn_implementation=None) -> tuple:
+    "(the config to build, whether the heads are new): `config=`, else the checked config.json, else inferred; then the overrides"
+    if isinstance(config, str):
+        if preset_key(config) not in PRESETS: raise ValueError(f"Unknown preset {config!r}; choose one of {sorted(PRESETS)}")
+        config = DeiTConfig.from_preset(preset_key(config), **({"layer_norm_eps": 1e-6} if fmt == "timm" else {}))
+        if facts.get("num_labels", config.num_labels) != config.num_labels: config.num_labels = facts["num_labels"]
+    elif config is None:
+        heads = {k: config_overrides[k] for k in ("num_attention_heads",) if k in config_overrides}
+        config = ckpt_config or config_from_checkpoint(facts, hint, layer_norm_eps=1e-6 if fmt == "timm" else 1e-12, **heads)
+    elif not isinstance(config, DeiTConfig): raise TypeError(f"config must be a DeiTConfig or a preset name, got {type(config).__name__}")
+    if "num_labels" in config_overrides and "id2label" not in config_overrides and (names := default_id2label(config_overrides["num_labels"])):
+        config_overrides = {**config_overrides, "id2label": names}                # 1000 classes: ImageNet's names
+    return override_config(config, config_overrides, attn_implementation)
+
+# %% ../nbs/09_pretrained.ipynb #7abb4f33
 def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, strict=True, output_loading_info=False, **config_overrides):
     "`from_pretrained` (cls given) and `load_model` (cls None: the saved class)"
     if dtype != "auto": dtype = float_dtype(dtype)                    # a bad dtype before anything is read
@@ -353,29 +385,8 @@ def _load(cls, path_or_id, config=None, attn_implementation=None, dtype=None, st
     cls,model_kwargs = model_class_for(hf_cfg, facts) if cls is None else (cls, {})
     own_kwargs, config_overrides = split_overrides(cls, config_overrides)
     model_kwargs.update(own_kwargs)
-    # the checkpoint's own config, checked against its weights
-    ckpt_config,old_grid = None,facts["grid_size"]
-    if hf_cfg is not None:
-        ckpt_config = DeiTConfig.from_dict(hf_cfg)
-        bad = _disagreements(ckpt_config, facts)
-        gh,gw = ckpt_config.grid_size
-        if gh*gw == facts["num_positions"]: old_grid = (gh, gw)
-        else: bad.append(f"config.json's image_size {ckpt_config.image_size} means {gh*gw} patch positions, the weights have {facts['num_positions']}")
-        if bad and strict and config is None:                           # (a config= given replaces the broken file)
-            raise ValueError(f"{path}: config.json and the weights disagree: " + "; ".join(bad))
-    elif fmt == "transformers" and path.is_dir() and config is None: raise FileNotFoundError(f"No config.json found at {path}")
-    # the config to build
-    if isinstance(config, str):
-        if preset_key(config) not in PRESETS: raise ValueError(f"Unknown preset {config!r}; choose one of {sorted(PRESETS)}")
-        config = DeiTConfig.from_preset(preset_key(config), **({"layer_norm_eps": 1e-6} if fmt == "timm" else {}))
-        if facts.get("num_labels", config.num_labels) != config.num_labels: config.num_labels = facts["num_labels"]
-    elif config is None:
-        heads = {k: config_overrides[k] for k in ("num_attention_heads",) if k in config_overrides}
-        config = ckpt_config or config_from_checkpoint(facts, hint, layer_norm_eps=1e-6 if fmt == "timm" else 1e-12, **heads)
-    elif not isinstance(config, DeiTConfig): raise TypeError(f"config must be a DeiTConfig or a preset name, got {type(config).__name__}")
-    if "num_labels" in config_overrides and "id2label" not in config_overrides and (names := default_id2label(config_overrides["num_labels"])):
-        config_overrides["id2label"] = names                                  # 1000 classes: ImageNet's names
-    config, new_head = override_config(config, config_overrides, attn_implementation)
+    ckpt_config, old_grid = _saved_config(hf_cfg, facts, path, fmt, config, strict)
+    config, new_head = _config_to_build(config, fmt, facts, ckpt_config, hint, config_overrides, attn_implementation)
     # build, resample, load
     model = cls(config, **model_kwargs)
     resampled = resample_position_embeddings(sd, model, old_grid) if facts["num_prefix_tokens"] == config.num_prefix_tokens else []
