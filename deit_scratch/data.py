@@ -256,7 +256,7 @@ class TrivialAugment:
         return self.ops[name](x, m)
 
 class RandomErasing:
-    "With probability `p`, replace a random rectangle (2%-25% of the area) by noise, as DeiT's random erasing ('pixel' mode)"
+    "With probability `p`, replace a random rectangle (2%-25% of the area; timm's default, which DeiT uses: up to 1/3) by noise ('pixel' mode)"
     def __init__(self, p:float=0.25, area:tuple=(0.02, 0.25)): self.p, self.area = p, area
     def __call__(self, x):
         if torch.rand(()) >= self.p: return x
