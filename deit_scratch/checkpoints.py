@@ -56,6 +56,7 @@ def load_weights_file(path, # a .safetensors, .bin/.pth or *.index.json file
     if not isinstance(sd, dict): raise ValueError(f"{p} does not hold a state dict")
     return sd
 
+# %% ../nbs/06a_checkpoints.ipynb #5f9b54d2
 def _load_shards(p:Path) -> dict:
     "The tensors of a sharded checkpoint: every shard its index names, which must be files beside the index"
     wm = read_json(p, "shard index").get("weight_map")
@@ -126,8 +127,6 @@ def load_hf_state_dict(self:DeiTPreTrainedModel,
     mismatched = [m for m in mismatched if m[0] not in reinit]
     report = dict(missing_keys=missing, unexpected_keys=unexpected, mismatched_keys=mismatched, reinitialized_keys=reinit)
     bad_missing,bad_unexpected = [k for k in missing if not self._optional(k)],[k for k in unexpected if not self._optional(k)]
-    # a key this architecture has at another depth (layers.7.mlp...) means another config: an error; a key no DeiT has
-    # (layers.7.extra.weight) is ignored with a warning, as transformers does, when nothing is missing or mismatched
     shape_of = lambda k: re.sub(r"\.\d+\.", ".0.", k)
     ours = {shape_of(k) for k in own}
     foreign = [k for k in bad_unexpected if shape_of(k) not in ours]

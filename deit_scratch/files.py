@@ -210,6 +210,7 @@ def save_files(directory,                  # created if needed
     except SaveError: raise
     except OSError as e: raise SaveError(e.errno, f"Could not save into {str(d)!r} ({_why(e)}); nothing there was changed") from e
 
+# %% ../nbs/00a_files.ipynb #2ce37fab
 def _save_locked(d:Path, writers:dict, remove) -> list:
     try: _finish(d)                                                        # an earlier interrupted save first
     except OSError as e:
