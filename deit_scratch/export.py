@@ -188,6 +188,7 @@ def add_export_parser(sub):
     e.add_argument("--processor", metavar="WHICH", help="preprocessor_config.json to write: 'default', 'facebook', or a file, "
                    "directory or hub id; default: the checkpoint's own, else 'default'")
 
+# %% ../nbs/16_export.ipynb #e70555d2
 def run_export(args:argparse.Namespace) -> int:
     "`deit-scratch export`; returns the exit code"
     out = Path(args.out)

@@ -41,6 +41,7 @@ def _preset(ref:str) -> str|None:
     key = preset_key(str(ref))                                          # notebook 09's name normalisation
     return key if key == FASHION_PRESET.replace("-", "_") or key in PRESETS else None
 
+# %% ../nbs/15_launch.ipynb #0220c90c
 def student_from(ref:str,                 # a preset name, or any checkpoint `load_model` reads (directory, .pth, hub id)
                  id2label:dict,           # the new classes: {0: "cat", 1: "dog", ...}
                  image_size:int|None=None, # the training resolution (default: the checkpoint's)
@@ -171,6 +172,7 @@ def class_folder(data:str) -> ImageFolder:
                                                f"({', '.join(full.classes)}): a classifier needs at least two")
     return full
 
+# %% ../nbs/15_launch.ipynb #4d1f9529
 def training_data(data:str,                 # "fashion-mnist" or a folder of class folders
                   config:DeiTConfig,        # the student's (size, channels)
                   processor:DeiTImageProcessor, # its eval preprocessing (normalisation, and the eval pipeline for photos)
@@ -186,6 +188,12 @@ def training_data(data:str,                 # "fashion-mnist" or a folder of cla
         tr = Compose(RandomCrop(2), RandomHorizontalFlip(), RandomErasing(0.1), fit, Normalize(mean, std))
         train_ds, valid_ds = fashion_mnist("train", tr, n=limit), fashion_mnist("test", Compose(fit, Normalize(mean, std)))
         return dict(train=train_ds, valid=valid_ds if val_fraction > 0 or val else None, classes=FASHION_MNIST_CLASSES, skipped=[], val_files=None)
+    return _folder_data(data, config, processor, val, val_fraction, limit, crop_scale)
+
+# %% ../nbs/15_launch.ipynb #ebe23963
+def _folder_data(data:str, config:DeiTConfig, processor:DeiTImageProcessor, val, val_fraction, limit, crop_scale) -> dict:
+    "`training_data` for a folder of class folders: unreadable images skipped, `val` or a per-class split held out"
+    size, C, mean, std = _size(config), config.num_channels, processor.image_mean, processor.image_std
     root, full = Path(data), class_folder(data)
     skipped = check_images([p for p, _ in full.samples])
     bad = {p for p, _ in skipped}
@@ -262,6 +270,7 @@ def _positive_float(s:str) -> float:
     if not v > 0 or not math.isfinite(v): raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}")
     return v
 
+# %% ../nbs/15_launch.ipynb #ba80798d
 def add_train_parser(sub):
     "Add `train` to the `deit-scratch` subcommands"
     from deit_scratch.cli import _EPILOG
@@ -281,6 +290,11 @@ def add_train_parser(sub):
     t.add_argument("--distillation", choices=DISTILLATION_TYPES, help="how the distillation head learns (default: hard with a teacher, none without; two-cls: no teacher, both tokens learn the labels, the paper's control)")
     t.add_argument("--alpha", type=_fraction, default=0.5, help="weight of the distillation term (default: 0.5)")
     t.add_argument("--tau", type=_positive_float, default=1.0, help="soft-distillation temperature (default: 1.0)")
+    _add_training_options(t)
+
+# %% ../nbs/15_launch.ipynb #80268458
+def _add_training_options(t):
+    "The options of `train` after what it trains: the schedule, the data, where and how it runs"
     t.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="length of the schedule (default: 10)")
     t.add_argument("--stop-after", type=positive_int, metavar="N", help="stop after epoch N (the schedule still spans --epochs)")
     t.add_argument("-b", "--batch-size", type=positive_int, metavar="B", help="global batch size (default: 64; fashion-student: 32)")
@@ -366,6 +380,7 @@ def _defaults(args) -> dict:
     return dict(recipe, epochs=args.epochs, seed=args.seed, num_workers=args.num_workers, progress=not args.no_progress, log=True,
                 bf16={"auto": None, "bf16": True, "fp32": False}[args.precision])
 
+# %% ../nbs/15_launch.ipynb #314f1433
 def run_train(args:argparse.Namespace) -> int:
     "`deit-scratch train`: train (or fine-tune) a student, in one process or under torchrun; returns the exit code"
     device = init_distributed(args.device)
@@ -378,6 +393,7 @@ def run_train(args:argparse.Namespace) -> int:
     if world > 1: dist.destroy_process_group()
     return code
 
+# %% ../nbs/15_launch.ipynb #2fa323af
 def _run_train(args, device) -> int:
     args.model = args.model or (FASHION_PRESET if args.data == "fashion-mnist" else "deit_tiny_distilled_patch16_224")
     out, settings = Path(args.output), run_settings(args)
@@ -401,18 +417,7 @@ def _run_train(args, device) -> int:
     cfg = _defaults(args)
     # rank 0 prepares DIR while the others wait
     if dist_info()[0] == 0:
-        if action == "replace":
-            for n in RUN_FILES:
-                if (out/n).is_dir(): shutil.rmtree(out/n)
-                elif (out/n).exists(): (out/n).unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        if action != "resume":
-            atomic_write(out/"run.json", json.dumps({"settings": settings, "classes": list(classes), "train_config": cfg}, indent=2) + "\n")
-            if data["val_files"] is not None: atomic_write(out/"split.json", json.dumps({"val": data["val_files"]}, indent=1) + "\n")
-        if data["skipped"]:
-            atomic_write(out/"skipped_images.txt", "".join(f"{p}\t{r}\n" for p, r in data["skipped"]))
-            names = ", ".join(str(p) for p, _ in data["skipped"][:5]) + (", ..." if len(data["skipped"]) > 5 else "")
-            warnings.warn(f"skipped {len(data['skipped'])} unreadable image(s): {names} (the list: {out/'skipped_images.txt'})")
+        _prepare_dir(out, action, settings, classes, cfg, data)
         world = dist_info()[1]
         _say(f"student: {type(model).__name__} from {report['source']}, {len(classes)} classes, {_size(model.config)} px; "
              f"new tensors: {', '.join(report['new']) or 'none'}" + (f"; resampled: {', '.join(report['resampled'])}" if report['resampled'] else ""))
@@ -424,18 +429,38 @@ def _run_train(args, device) -> int:
     trainer = train(model, data["train"], data["valid"], teacher=teacher, distillation_type=args.distillation if distilled else "none",
                     alpha=args.alpha, tau=args.tau, output_dir=out, image_processor=processor, resume=action == "resume",
                     stop_after=args.stop_after, compile=args.compile, **cfg)
-    if trainer.is_main:
-        try:
-            plot_history(trainer.history, f"{args.data}: {type(model).__name__}").savefig(out/"history.png")
-            import matplotlib.pyplot as plt; plt.close("all")
-        except ImportError: _say("(matplotlib is not installed: no history.png)")
-        last = trainer.history[-1]
-        acc = {k: v for k, v in last.items() if k.startswith(("valid_acc", "ema_acc"))}
-        _say(f"done: epoch {trainer.epoch}/{args.epochs}" + "".join(f", {k} {v:.4f}" for k, v in acc.items()))
-        _say(f"student: {out/'model'}" + (f" (EMA: {out/'model_ema'})" if trainer.ema is not None else "") +
-             f"; try: deit-scratch predict IMAGE --model {out/'model'}")
+    if trainer.is_main: _finish(trainer, args, model, out)
     return EXIT_OK
 
+# %% ../nbs/15_launch.ipynb #5471e213
+def _prepare_dir(out, action, settings, classes, cfg, data):
+    "Rank 0, before training: clear a replaced run, write run.json and split.json, list the skipped images"
+    if action == "replace":
+        for n in RUN_FILES:
+            if (out/n).is_dir(): shutil.rmtree(out/n)
+            elif (out/n).exists(): (out/n).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    if action != "resume":
+        atomic_write(out/"run.json", json.dumps({"settings": settings, "classes": list(classes), "train_config": cfg}, indent=2) + "\n")
+        if data["val_files"] is not None: atomic_write(out/"split.json", json.dumps({"val": data["val_files"]}, indent=1) + "\n")
+    if data["skipped"]:
+        atomic_write(out/"skipped_images.txt", "".join(f"{p}\t{r}\n" for p, r in data["skipped"]))
+        names = ", ".join(str(p) for p, _ in data["skipped"][:5]) + (", ..." if len(data["skipped"]) > 5 else "")
+        warnings.warn(f"skipped {len(data['skipped'])} unreadable image(s): {names} (the list: {out/'skipped_images.txt'})")
+
+def _finish(trainer, args, model, out):
+    "Rank 0, after training: draw history.png, print the last accuracies and where the student is"
+    try:
+        plot_history(trainer.history, f"{args.data}: {type(model).__name__}").savefig(out/"history.png")
+        import matplotlib.pyplot as plt; plt.close("all")
+    except ImportError: _say("(matplotlib is not installed: no history.png)")
+    last = trainer.history[-1]
+    acc = {k: v for k, v in last.items() if k.startswith(("valid_acc", "ema_acc"))}
+    _say(f"done: epoch {trainer.epoch}/{args.epochs}" + "".join(f", {k} {v:.4f}" for k, v in acc.items()))
+    _say(f"student: {out/'model'}" + (f" (EMA: {out/'model_ema'})" if trainer.ema is not None else "") +
+         f"; try: deit-scratch predict IMAGE --model {out/'model'}")
+
+# %% ../nbs/15_launch.ipynb #1f3bafe3
 def _own_normalisation(ref, config) -> tuple:
     "The checkpoint's own mean and std (its preprocessor_config.json), or (None, None) for the defaults"
     p = Path(str(ref))
