@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import deit_scratch as ds
-from deit_scratch.encoder import compile_model, compile_reason
+from deit_scratch.encoder import compile_model, compile_reason, native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8, num_labels=5)
@@ -82,7 +82,6 @@ def test_frozen_compile_matches_transformers_and_never_serves_old_weights():
 @pytest.mark.slow
 def test_cli_precision_bf16_where_native_and_says_when_it_is_emulated(tmp_path):
     "--precision bf16 runs bf16 weights (probabilities within 2e-2 of fp32: ~10 roundings of 2^-8 through 2 blocks), warning where bf16 is emulated; auto picks bf16 only where native"
-    from deit_scratch.encoder import native_bf16
     torch.manual_seed(0)
     ds.DeiTForImageClassificationWithTeacher(ds.DeiTConfig(**CFG)).save_pretrained(tmp_path/"m")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path/"x.png")
@@ -113,10 +112,9 @@ def test_cli_auto_compiles_long_runs_and_a_short_last_batch_gets_the_same_answer
     rng = np.random.default_rng(0)
     paths = [str(tmp_path/f"x{i}.png") for i in range(3)]
     for p in paths: Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(p)
-    seen = []
-    def spy(model, precision, compile): seen.append(compile); return ds_for_inference(model, precision, compile=compile)
-    ds_for_inference = cli.for_inference
-    monkeypatch.setattr(cli, "for_inference", spy)
+    seen, real = [], cli.for_inference
+    def spy(model, precision, compile): seen.append(compile); return real(model, precision, compile=compile)
+    monkeypatch.setattr(cli, "for_inference", spy)                                      # records whether each run compiled
     def run(*extra):
         assert cli.main(["predict", *paths, "--model", str(tmp_path/"m"), "--json", "-k", "5", "--batch-size", "2", "--precision", "auto", *extra]) == 0
         doc = json.loads(capsys.readouterr().out)
@@ -124,7 +122,6 @@ def test_cli_auto_compiles_long_runs_and_a_short_last_batch_gets_the_same_answer
     eager = run()
     monkeypatch.setattr(cli, "AUTO_COMPILE_IMAGES", 3)                                  # 3 images: a "long" run now
     compiled = run()
-    from deit_scratch.encoder import native_bf16
     assert seen == [False, native_bf16("cpu")]                                          # fp32 elsewhere: not compiled
     monkeypatch.setattr(cli, "AUTO_COMPILE_IMAGES", 10**9); compiled = run("--compile")  # asked for: compiled everywhere
     assert seen[-1] is True
