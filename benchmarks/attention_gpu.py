@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GPU benchmark of our Triton flash-attention kernels (deit_scratch.flash_attention, notebook 05a) against eager
+"""GPU benchmark of our Triton flash-attention kernels (deit_scratch.flash_attention, notebook 16) against eager
 attention and PyTorch SDPA's FlashAttention-2 backend, at DeiT shapes; then whole-model inference.
 
     .venv/bin/python benchmarks/attention_gpu.py                 # full run on a CUDA GPU (a few minutes)

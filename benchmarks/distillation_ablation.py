@@ -132,7 +132,7 @@ def train_teacher(a, teacher_dir:Path) -> dict:
             "images_per_s": sum(r["images_per_s"] for r in tr.history) / len(tr.history)}
 
 def write_examples(directory:Path, per_class:int=2):
-    "The first `per_class` test images of each class as PNG files named `<test index>-<class>.png` (notebook 10 reads them)"
+    "The first `per_class` test images of each class as PNG files named `<test index>-<class>.png` (notebook 11 reads them)"
     from PIL import Image
     from deit_scratch.data import load_fashion_mnist, FASHION_MNIST_CLASSES
     x, y = load_fashion_mnist("test")

@@ -138,7 +138,7 @@ def train(model:nn.Module,                 # the student: a DeiTForImageClassifi
           image_processor=None,            # saved with the model
           resume:bool=False,               # continue from output_dir/checkpoint.pt
           stop_after:int|None=None,        # stop after this epoch (default: the config's `epochs`, the schedule's end)
-          compile:bool|None=None,          # torch.compile the student (notebook 06); None: where it pays (notebook 13's `compile_pays`)
+          compile:bool|None=None,          # torch.compile the student (notebook 05); None: where it pays (notebook 13's `compile_pays`)
           **config) -> Trainer:            # `TrainConfig` fields: epochs, batch_size, lr, ...
     "Train `model` (with `teacher`, if given) and return the `Trainer`, its `history` holding each epoch's metrics"
     cfg = TrainConfig(**config)

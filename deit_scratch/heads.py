@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from .config import DeiTConfig
 from .encoder import DeiTPreTrainedModel, DeiTModel, ModelOutput
-import deit_scratch.checkpoints  # adds hf_state_dict / load_hf_state_dict (notebook 06a)
+import deit_scratch.checkpoints  # adds hf_state_dict / load_hf_state_dict (notebook 06)
 
 # %% ../nbs/07_heads.ipynb #371f8d7c
 @dataclass

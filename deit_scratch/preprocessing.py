@@ -68,7 +68,7 @@ def load_image(path:str|os.PathLike, # a file PIL can read
     if str(path).startswith(("http://", "https://")): raise ValueError(f"URLs are not fetched: download {path} first")
     if not p.exists(): raise ValueError(f"Image file not found: {name}")
     if not p.is_file(): raise ValueError(f"Not a file: {name}")
-    f = open_file(p, "image file", MAX_IMAGE_BYTES)     # a regular file of bounded size, not a FIFO (notebook 00a)
+    f = open_file(p, "image file", MAX_IMAGE_BYTES)     # a regular file of bounded size, not a FIFO (notebook 17)
     try:
         with f, Image.open(f) as im:
             load_strict(im)                             # decode now: truncated files fail here
@@ -177,8 +177,10 @@ def _stats(v, c:int, name:str) -> list:
     "`v` (a float or one per channel) as a list of `c` values"
     if isinstance(v, (int, float, np.integer, np.floating)): return [float(v)] * c
     v = list(v)
-    if len(v) != c: raise ValueError(f"{name} has {len(v)} values but the image has {c} channel(s); pass "
-                                     "do_convert_rgb=True (or None) to make it RGB, or give one value per channel")
+    if len(v) != c:
+        hint = ("convert the images to grey first (PIL mode 'L': paths are opened as RGB, as transformers' load_image does)"
+                if len(v) == 1 else "pass do_convert_rgb=True (or None) to make it RGB")
+        raise ValueError(f"{name} has {len(v)} values but the image has {c} channel(s): {hint}, or give one value per channel")
     return v
 
 # %% ../nbs/08_preprocessing.ipynb #8236f2a3

@@ -83,7 +83,7 @@ def interpolate_pos_embed(pos_embed:torch.Tensor,  # (1, num_prefix_tokens + gh*
                           new_grid:tuple,            # target grid (rows, cols) of patches
                           old_grid:tuple|None=None,  # source grid; None: a square grid is assumed
                           num_prefix_tokens:int=2,   # rows kept untouched (CLS, DIST)
-                          antialias:bool=False):     # timm resamples with antialias (notebook 03); transformers does not
+                          antialias:bool=False):     # timm resamples with antialias (notebook 15); transformers does not
     "Resize the patch part of a position table bicubically (align_corners=False); prefix rows are kept as they are"
     prefix,grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     n,C = grid.shape[1],grid.shape[2]

@@ -28,7 +28,7 @@ from .config import DeiTConfig
 from .data import Mixup, FASHION_MNIST_CLASSES, train_transform
 from .files import read_json, atomic_write, save_files, finish_save, check_file
 from .encoder import compile_model, compile_reason, native_bf16, autocast_dtype
-import deit_scratch.checkpoints  # adds hf_state_dict / load_hf_state_dict to the models (notebook 06a)
+import deit_scratch.checkpoints  # adds hf_state_dict / load_hf_state_dict to the models (notebook 06)
 
 # %% ../nbs/13_training.ipynb #81361d9c
 class ResBlock(nn.Module):
@@ -59,7 +59,7 @@ def save_convnet(model:ConvNet, directory:str|os.PathLike):
     "Write `config.json` and `model.safetensors` for a `ConvNet`"
     from safetensors.torch import save_file
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_files(directory, {"model.safetensors": lambda p: save_file(sd, str(p)),        # one commit (notebook 00a)
+    save_files(directory, {"model.safetensors": lambda p: save_file(sd, str(p)),        # one commit (notebook 17)
                            "config.json": json.dumps({"model_type": "convnet", **model.config}, indent=2) + "\n"})
 
 def load_convnet(directory:str|os.PathLike) -> ConvNet:
@@ -197,7 +197,7 @@ def set_rng_state(s:dict):
 
 def atomic_save(obj, path:str|os.PathLike):
     "`torch.save` to a temporary file in the same folder, then rename: `path` is the old file or the new, never half"
-    atomic_write(path, writer=lambda tmp: torch.save(obj, tmp))        # notebook 00a
+    atomic_write(path, writer=lambda tmp: torch.save(obj, tmp))        # notebook 17
 
 # %% ../nbs/13_training.ipynb #2fd86857
 def _is_deit(model) -> bool: return hasattr(model, "config") and hasattr(model, "hf_state_dict")
@@ -240,7 +240,7 @@ class Trainer:
                  output_dir:str|os.PathLike|None=None, # where checkpoints and the model go (None: nowhere)
                  image_processor=None,            # saved with the model (its preprocessor_config.json)
                  device=None,                     # default: the model's
-                 compile:bool|None=None):         # torch.compile the model (notebook 06); None: where it pays (`compile_pays`)
+                 compile:bool|None=None):         # torch.compile the model (notebook 05); None: where it pays (`compile_pays`)
         self.cfg = cfg = config or TrainConfig()
         self.model, self.train_ds, self.valid_ds = model, train_ds, valid_ds
         self.loss_fn = loss_fn if loss_fn is not None else LabelLoss(cfg.label_smoothing)

@@ -1,4 +1,4 @@
-"""Export (notebook 16): `torch.export` of the four model classes with a dynamic batch and resolution, checked on
+"""Export (notebook 21): `torch.export` of the four model classes with a dynamic batch and resolution, checked on
 shapes it was not traced with (<= 1e-5); `torch.compile(fullgraph=True)` without graph breaks; ONNX through ONNX
 Runtime (<= 1e-4); the `deit-scratch export` command end to end, and its errors."""
 import os, warnings
@@ -6,7 +6,7 @@ import pytest, torch
 from torch.utils import _pytree as pytree
 from deit_scratch import DeiTModel, DeiTForImageClassification, DeiTForImageClassificationWithTeacher, DeiTForMaskedImageModeling
 from deit_scratch.export import export_program, export_model, ExportedModel, output_names, main
-from deit_scratch.helpers import small_config
+from deit_scratch.config import small_config
 
 pytestmark = pytest.mark.slow            # torch.export, inductor and ONNX exports: the full tier (make test-all, CI)
 

@@ -1,4 +1,4 @@
-"""Tests of the Triton flash-attention kernels (`deit_scratch.flash_attention`, notebook 05a).
+"""Tests of the Triton flash-attention kernels (`deit_scratch.flash_attention`, notebook 16).
 
 On a machine without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set below before the kernels are
 defined); with CUDA they run compiled on the GPU. References are computed in float64. Outputs and gradients are written

@@ -472,3 +472,11 @@ def test_from_pretrained_hub_id_from_the_local_cache(tmp_path):
     code = "from deit_scratch.image_processor import DeiTImageProcessor as P; P.from_pretrained('facebook/not-there')"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "Cannot get preprocessor_config.json of 'facebook/not-there'" in out.stderr
+
+def test_channel_mismatch_errors_say_which_way_to_convert():
+    "A one-value mean on an RGB image asks for grey images; a three-value mean on a grey image asks for RGB"
+    grey = Image.new("L", (8, 8), 128)
+    with pytest.raises(ValueError, match="image_mean has 1 values but the image has 3 channel.*convert the images to grey first"):
+        DeiTImageProcessor(image_mean=[0.5], image_std=[0.5], do_resize=False, do_center_crop=False)(grey.convert("RGB"))
+    with pytest.raises(ValueError, match="image_mean has 3 values but the image has 1 channel.*do_convert_rgb=True"):
+        DeiTImageProcessor(do_resize=False, do_center_crop=False, do_convert_rgb=False)(grey)

@@ -1,4 +1,4 @@
-"""Every checkpoint format in, transformers' format out (deit_scratch.pretrained, notebook 09).
+"""Every checkpoint format in, transformers' format out (deit_scratch.pretrained, notebook 10).
 
 References are built here from random weights: transformers 5.23 models (DeiT* and ViT*) saved by transformers,
 facebookresearch/deit / timm `.pth` files made from them by the documented key mapping (timm itself is not installed),

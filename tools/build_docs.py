@@ -276,7 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--offline", action="store_true", help="use the offline renderer even where Quarto is installed")
     ap.add_argument("--browser", choices=("auto", "yes", "no"), default="auto",
                     help="load the index and one lesson in headless Chromium; auto (default): where Chromium is installed, always under CI")
-    ap.add_argument("--lesson", default="04_attention.ipynb", help="the lesson the browser loads (default: %(default)s)")
+    ap.add_argument("--lesson", default="03_attention.ipynb", help="the lesson the browser loads (default: %(default)s)")
     a = ap.parse_args(argv)
     site = ROOT/settings().get("doc_path", "_docs")
     if shutil.which("quarto") and not a.offline:

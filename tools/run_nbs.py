@@ -2,7 +2,7 @@
 """Execute notebooks top to bottom *in place*, so that their committed outputs come from one clean run.
 
     .venv/bin/python tools/run_nbs.py                 # every notebook in nbs/
-    .venv/bin/python tools/run_nbs.py nbs/04_attention.ipynb --skip "gpu"
+    .venv/bin/python tools/run_nbs.py nbs/03_attention.ipynb --skip "gpu"
 
 Cells whose first lines carry a skipped flag (`#| gpu` by default) are not run and keep their stored outputs
 (refresh those on a GPU machine with `--skip ""`). Run `nbdev_clean` afterwards.
