@@ -54,7 +54,7 @@ def main():
                                  "threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort.__version__,
                                  "transformers": transformers.__version__}, "onnx_export_s": round(export_s, 1), "results": []}
     import copy
-    from deit_scratch.encoder import for_inference
+    from deit_scratch.performance import for_inference
     for batch in (1, 8):
         x = torch.randn(batch, 3, 224, 224)
         fast = copy.deepcopy(ours)

@@ -261,7 +261,7 @@ def forward_flops(model, x) -> float:
 def bf16_auto_rows(size:str, batch:int, rounds:int) -> list:
     "The path `predict --precision auto` takes for long runs (`for_inference`: bf16 weights, frozen, AMX-autotuned GEMMs, C++ "
     "wrapper) and our eager bf16, against transformers with its weights in bf16 (SDPA), same random weights, same run"
-    from deit_scratch.encoder import for_inference
+    from deit_scratch.performance import for_inference
     ours, theirs = pair(DeiTForImageClassificationWithTeacher, PRESETS[size])
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode(): ref32 = ours(x).logits

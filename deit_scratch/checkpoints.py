@@ -78,7 +78,7 @@ def find_weights(directory, # a `save_pretrained` directory
                 ) -> Path:
     "The weights file inside a `save_pretrained` directory"
     d = Path(directory)
-    finish_save(d)                                                   # complete an interrupted save first (notebook 17)
+    finish_save(d)                                                   # complete an interrupted save first (notebook 18)
     for name in WEIGHT_FILES:
         if (d/name).exists(): return d/name
     raise FileNotFoundError(f"No weights found in {d}: expected one of {', '.join(WEIGHT_FILES)}")
@@ -168,7 +168,7 @@ def write_checkpoint(directory,                    # created if needed
                      safe_serialization:bool=True, # model.safetensors, or pytorch_model.bin
                      more:dict|None=None,          # other files of the checkpoint: name -> text (preprocessor_config.json)
                     ) -> list:
-    "Write a checkpoint directory as one commit (notebook 17): on failure the old one stays whole; stale weights files go"
+    "Write a checkpoint directory as one commit (notebook 18): on failure the old one stays whole; stale weights files go"
     sd = {k:v.detach().contiguous() for k,v in sd.items()}
     weights = "model.safetensors" if safe_serialization else "pytorch_model.bin"
     def write_weights(p):

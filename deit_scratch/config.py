@@ -259,6 +259,6 @@ def save_pretrained(self:DeiTConfig, save_directory):
 def from_pretrained(cls:DeiTConfig, path, **overrides):
     "Read a `config.json`, or the one inside directory `path`"
     p = Path(path)
-    if p.is_dir(): finish_save(p); p = p/"config.json"          # complete an interrupted save first (notebook 17)
+    if p.is_dir(): finish_save(p); p = p/"config.json"          # complete an interrupted save first (notebook 18)
     if not p.exists(): raise FileNotFoundError(f"No config.json found at {path}")
     return cls.from_dict(read_json(p, "config.json"), **overrides)  # a regular file of bounded size

@@ -25,7 +25,7 @@ from .helpers import cache_dir, DEBIAN_FASHION_MNIST
 # %% ../nbs/12_data.ipynb #ce794304
 def open_maybe_gzip(path:str|os.PathLike):
     "Open a file for reading bytes, decompressing it when it starts with gzip's magic bytes (whatever its name)"
-    check_file(path, "data file")                    # a regular file: a FIFO or a device is an error, not a hang (notebook 17)
+    check_file(path, "data file")                    # a regular file: a FIFO or a device is an error, not a hang (notebook 18)
     with open(path, 'rb') as f: gz = f.read(2) == b'\x1f\x8b'
     return gzip.open(path, 'rb') if gz else open(path, 'rb')
 
@@ -61,7 +61,7 @@ FASHION_MNIST_FILES = {  # split -> (images, labels), each (file name, SHA-256 o
               ("train-labels-idx1-ubyte.gz", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9")),
     "test":  (("t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
               ("t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"))}
-_all_ = ["DEBIAN_FASHION_MNIST", "cache_dir"]   # notebook 18's (`fashion_test_images` reads from the same places)
+_all_ = ["DEBIAN_FASHION_MNIST", "cache_dir"]   # notebook 19's (`fashion_test_images` reads from the same places)
 
 # %% ../nbs/12_data.ipynb #059eea34
 def idx_sha256(path:str|os.PathLike) -> str:

@@ -246,7 +246,7 @@ def save_pretrained(self:DeiTImageProcessor, save_directory:str|os.PathLike) -> 
     "Write `preprocessor_config.json` into `save_directory` (created if needed), readable by transformers"
     d = Path(save_directory)
     if d.is_file(): raise ValueError(f"{str(d)!r} is a file, expected a directory")
-    atomic_write(d / PREPROCESSOR_CONFIG, self.to_json_string())         # the old file or the new, never half (notebook 17)
+    atomic_write(d / PREPROCESSOR_CONFIG, self.to_json_string())         # the old file or the new, never half (notebook 18)
     return [str(d / PREPROCESSOR_CONFIG)]
 
 @patch(cls_method=True)

@@ -68,7 +68,7 @@ def load_image(path:str|os.PathLike, # a file PIL can read
     if str(path).startswith(("http://", "https://")): raise ValueError(f"URLs are not fetched: download {path} first")
     if not p.exists(): raise ValueError(f"Image file not found: {name}")
     if not p.is_file(): raise ValueError(f"Not a file: {name}")
-    f = open_file(p, "image file", MAX_IMAGE_BYTES)     # a regular file of bounded size, not a FIFO (notebook 17)
+    f = open_file(p, "image file", MAX_IMAGE_BYTES)     # a regular file of bounded size, not a FIFO (notebook 18)
     try:
         with f, Image.open(f) as im:
             load_strict(im)                             # decode now: truncated files fail here

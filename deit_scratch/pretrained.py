@@ -211,7 +211,7 @@ def save_pretrained(self:DeiTPreTrainedModel,
     cfg.extra.update(architectures=[_HF_NAMES.get((name, self.config.use_distillation_token), name)],
                      dtype=str(self.dtype).replace("torch.", ""))
     more = {"preprocessor_config.json": image_processor.to_json_string()} if image_processor is not None else None
-    write_checkpoint(d, cfg, self.hf_state_dict(), safe_serialization, more)   # one commit: all files, or none (notebook 17)
+    write_checkpoint(d, cfg, self.hf_state_dict(), safe_serialization, more)   # one commit: all files, or none (notebook 18)
 
 # %% ../nbs/10_pretrained.ipynb #3bf8618c
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".json", ".ckpt", ".tar")
@@ -267,7 +267,7 @@ def read_checkpoint(path, # a local directory or weights file
     "(config.json as a dict or None, state dict in transformers' names, 'transformers' or 'timm', the weights file)"
     p,cfg = Path(path),None
     if p.is_dir():
-        finish_save(p)                                                   # complete an interrupted save first (notebook 17)
+        finish_save(p)                                                   # complete an interrupted save first (notebook 18)
         if (p/"config.json").exists(): cfg = read_json(p/"config.json", "config.json")   # a regular file of bounded size
         try: wf = find_weights(p)
         except FileNotFoundError:

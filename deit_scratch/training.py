@@ -59,7 +59,7 @@ def save_convnet(model:ConvNet, directory:str|os.PathLike):
     "Write `config.json` and `model.safetensors` for a `ConvNet`"
     from safetensors.torch import save_file
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_files(directory, {"model.safetensors": lambda p: save_file(sd, str(p)),        # one commit (notebook 17)
+    save_files(directory, {"model.safetensors": lambda p: save_file(sd, str(p)),        # one commit (notebook 18)
                            "config.json": json.dumps({"model_type": "convnet", **model.config}, indent=2) + "\n"})
 
 def load_convnet(directory:str|os.PathLike) -> ConvNet:
@@ -197,7 +197,7 @@ def set_rng_state(s:dict):
 
 def atomic_save(obj, path:str|os.PathLike):
     "`torch.save` to a temporary file in the same folder, then rename: `path` is the old file or the new, never half"
-    atomic_write(path, writer=lambda tmp: torch.save(obj, tmp))        # notebook 17
+    atomic_write(path, writer=lambda tmp: torch.save(obj, tmp))        # notebook 18
 
 # %% ../nbs/13_training.ipynb #2fd86857
 def _is_deit(model) -> bool: return hasattr(model, "config") and hasattr(model, "hf_state_dict")

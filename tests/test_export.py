@@ -1,4 +1,4 @@
-"""Export (notebook 21): `torch.export` of the four model classes with a dynamic batch and resolution, checked on
+"""Export (notebook 22): `torch.export` of the four model classes with a dynamic batch and resolution, checked on
 shapes it was not traced with (<= 1e-5); `torch.compile(fullgraph=True)` without graph breaks; ONNX through ONNX
 Runtime (<= 1e-4); the `deit-scratch export` command end to end, and its errors."""
 import os, warnings

@@ -104,7 +104,7 @@ def test_cli_precision_bf16_where_native_and_says_when_it_is_emulated(tmp_path):
 
 @pytest.mark.slow
 def test_cli_auto_compiles_long_runs_and_a_short_last_batch_gets_the_same_answers(tmp_path, monkeypatch, capsys):
-    "--precision auto compiles from AUTO_COMPILE_IMAGES images on where bf16 is native (for_inference, notebook 05), and pads a short last batch "
+    "--precision auto compiles from AUTO_COMPILE_IMAGES images on where bf16 is native (for_inference, notebook 17), and pads a short last batch "
     "to the compiled shape: the answers match the uncompiled run within 2e-2 (bf16 where native: other kernels, same roundings)"
     import deit_scratch.cli as cli
     torch.manual_seed(0)

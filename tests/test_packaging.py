@@ -106,7 +106,7 @@ def test_wheel_requirements(wheel):
     hub = [r for r in reqs if _requirement_name(r) in ("huggingface_hub", "huggingface-hub")]
     assert any(re.search(r"extra\s*==\s*['\"]hub['\"]", r) for r in hub), hub          # pip install deit-scratch[hub]
     torch_req = next(r for r in reqs if _requirement_name(r) == "torch")
-    assert ">=2.5" in torch_req, torch_req                                                 # torch.export.Dim (notebook 21)
+    assert ">=2.5" in torch_req, torch_req                                                 # torch.export.Dim (notebook 22)
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("wheel")
