@@ -9,7 +9,7 @@ __all__ = ['FASHION_PRESET', 'RUN_FILES', 'student_from', 'pil_to_tensor', 'Rand
            'run_train', 'main']
 
 # %% ../nbs/21_launch.ipynb #ad42ec18
-import argparse, gc, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
+import argparse, json, math, os, shutil, subprocess, sys, tempfile, time, warnings
 from datetime import timedelta
 from pathlib import Path
 import numpy as np
@@ -390,8 +390,7 @@ def run_train(args:argparse.Namespace) -> int:
     except Exception as e:
         if world > 1: raise RuntimeError(f"[rank {rank}/{world}] {one_line(e)}") from e   # the others are stopped by torchrun
         raise
-    if world > 1:                     # leave together (rank 0 was still saving), with DDP's hold on the group released
-        dist.barrier(); gc.collect(); dist.destroy_process_group()     # a group torn down at exit can abort the process
+    if world > 1: dist.destroy_process_group()
     return code
 
 # %% ../nbs/21_launch.ipynb #2fa323af

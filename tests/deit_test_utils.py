@@ -53,3 +53,19 @@ def flatten(x) -> list:
     "Tensors of a (nested) tuple, in order"
     if isinstance(x, torch.Tensor): return [x]
     return [t for item in x for t in flatten(item)]
+
+TORCHRUN_ABORT = "terminate called without an active exception"
+
+def run_torchrun(run, before_retry=None):
+    """`run()` (a torchrun command -> `subprocess.CompletedProcess`), retried once if a worker aborted at exit.
+    About one run in ten under pytest-xdist (2 of 25; never in 100 runs of the same commands by hand), a worker aborts
+    in C++ after its work is done (SIGABRT: a joinable std::thread destroyed), even though the script leaves the
+    process group cleanly; the numbers are not in question. Said in the test report and retried once (`before_retry()`
+    first, e.g. to remove a finished run's output); a second abort, or any other failure, is the caller's to assert."""
+    import warnings
+    r = run()
+    if r.returncode != 0 and TORCHRUN_ABORT in r.stderr:
+        warnings.warn(f"torchrun worker aborted (SIGABRT, '{TORCHRUN_ABORT}'); retried once")
+        if before_retry is not None: before_retry()
+        r = run()
+    return r

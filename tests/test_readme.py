@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from deit_test_utils import run_torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -104,7 +105,9 @@ def shell_block(code:str, d:Path):
         if "torchrun" in cmd:                                  # the README's alternatives to the run above: their own folders
             cmd = cmd.replace("torchrun ", f"{sys.executable} -m torch.distributed.run ", 1)
             cmd = re.sub(r"--output (\S+)", lambda m: f"--output {m[1]}-torchrun-{len(cmd) % 97}", cmd)
-        r = run_shell(d, cmd)
+            out = d/re.search(r"--output (\S+)", cmd)[1]
+            r = run_torchrun(lambda: run_shell(d, cmd), before_retry=lambda: shutil.rmtree(out, ignore_errors=True))
+        else: r = run_shell(d, cmd)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
 
 def python_block(code:str, d:Path, namespace:dict):
