@@ -23,6 +23,8 @@ export MKL_ENABLE_INSTRUCTIONS ?= $(if $(filter avx2,$(ATEN_CPU_CAPABILITY)),AVX
 export TORCHINDUCTOR_CACHE_DIR ?= /tmp/torchinductor-deit-scratch-$(ATEN_CPU_CAPABILITY)
 endif
 PYTEST := $(VENV)/python -m pytest tests/ -q -n 2 --dist loadgroup
+# each run gets a temporary folder of its own and fails if it leaves anything in it (notebooks and tests clean up)
+CLEAN := tools/no_leftovers.sh
 
 course:
 	tools/setup_env.sh dev,course
@@ -39,13 +41,13 @@ endif
 
 test: setup check-sync
 	$(VENV)/python tools/check_order.py
-	$(TEST_ENV) $(VENV)/nbdev_test --n_workers 2
-	$(TEST_ENV) $(PYTEST) -m "not slow"
+	$(TEST_ENV) $(CLEAN) $(VENV)/nbdev_test --n_workers 2
+	$(TEST_ENV) $(CLEAN) $(PYTEST) -m "not slow"
 
 test-all: setup check-sync
 	$(VENV)/python tools/check_order.py
-	$(TEST_ENV) $(VENV)/nbdev_test --n_workers 2
-	$(TEST_ENV) $(PYTEST)
+	$(TEST_ENV) $(CLEAN) $(VENV)/nbdev_test --n_workers 2
+	$(TEST_ENV) $(CLEAN) $(PYTEST)
 
 docs: setup
 	$(VENV)/python tools/build_docs.py

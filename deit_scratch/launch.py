@@ -398,6 +398,7 @@ def _run_train(args, device) -> int:
     args.model = args.model or (FASHION_PRESET if args.data == "fashion-mnist" else "deit_tiny_distilled_patch16_224")
     out, settings = Path(args.output), run_settings(args)
     action = check_output(out, settings, args.resume, args.force)
+    if dist_info()[1] > 1: dist.barrier()          # every rank has read DIR before rank 0 writes into it
     if args.distillation in ("soft", "hard") and not args.teacher: raise ValueError(f"--distillation {args.distillation} needs a --teacher")
     if args.distillation == "two-cls" and args.teacher: raise ValueError("--distillation two-cls is the control without a teacher: drop --teacher")
     distilled = (bool(args.teacher) and args.distillation != "none") or args.distillation == "two-cls"   # a second token and head

@@ -2,7 +2,7 @@
 rank ending the run, the command end to end on a tiny class folder (with and without a teacher, then `predict`, then
 transformers reading the output), fine-tuning from transformers and facebookresearch checkpoints with other classes,
 and every refusal with its message and exit code. Models are tiny and random: the plumbing is what is tested."""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 import torch
@@ -164,6 +164,28 @@ def test_killed_two_process_run_resumes_to_the_same_weights(tmp_path, photos, ck
     la = [json.loads(l) for l in (tmp_path/"straight"/"metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(l) for l in (tmp_path/"killed"/"metrics.jsonl").read_text().splitlines()]
     assert [r["valid_loss"] for r in la] == [r["valid_loss"] for r in lb] and len(la) == 3
+
+LATE_RANK_1 = '''
+import sys, time
+from deit_scratch import launch
+check = launch.check_output
+def late(*a, **k):
+    if launch.dist_info()[0] == 1: time.sleep(3)    # rank 1 reads DIR after rank 0 could have written run.json into it
+    return check(*a, **k)
+launch.check_output = late
+sys.exit(launch.main())
+'''
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("torchrun")
+def test_a_slow_rank_still_sees_a_new_output_folder(tmp_path, photos):
+    "Every rank decides new/resume/replace from DIR as it was: rank 0 writes into it only after all have looked"
+    (tmp_path/"late.py").write_text(LATE_RANK_1)
+    args = train_args(photos, tmp_path/"run", "--image-size", 32, "--epochs", 1)
+    r = run_torchrun(lambda: subprocess.run(TORCHRUN + [str(tmp_path/"late.py"), *map(str, args)], env=ENV, capture_output=True,
+                                            text=True, timeout=300), before_retry=lambda: shutil.rmtree(tmp_path/"run", ignore_errors=True))
+    assert r.returncode == 0 and "already holds a run" not in r.stderr, r.stderr[-3000:]
+    assert (tmp_path/"run"/"model"/"model.safetensors").is_file()
 
 FAIL_ON_RANK_1 = '''
 import os, sys
